@@ -25,6 +25,12 @@ def _classes(text: str | None) -> list[int] | None:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="jaxinv", description=__doc__.splitlines()[0])
+    g = p.add_argument_group("multi-host (run the same command on every host)")
+    g.add_argument("--distributed", action="store_true",
+                   help="call jax.distributed.initialize() (auto-detects TPU pods, SLURM...)")
+    g.add_argument("--coordinator", help="host:port of process 0 (implies --distributed)")
+    g.add_argument("--num-processes", type=int)
+    g.add_argument("--process-id", type=int)
     sub = p.add_subparsers(dest="cmd", required=True)
 
     d = sub.add_parser("demo", help="train digits target + evaluator, run MI-Face, write results")
@@ -73,6 +79,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         >>> main(["train", "--dataset", "digits", "--arch", "cnn", "--workdir", "/tmp/w"])
     """
     args = _parser().parse_args(argv)
+    if args.distributed or args.coordinator:
+        import jax
+
+        jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
     try:
         if args.cmd == "demo":
             from jaxinv.demo import demo

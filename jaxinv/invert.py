@@ -129,5 +129,8 @@ def invert(
     if res.info is not None:  # loss/confidence curves: mean over chains per step and class
         for name, v in zip(res.info._fields, res.info, strict=True):
             arrays[f"curve_{name}"] = np.nanmean(v, axis=2)
-    results.write_run(out, record, arrays)
+    import jax
+
+    if jax.process_index() == 0:
+        results.write_run(out, record, arrays)
     return record

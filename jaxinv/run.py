@@ -79,6 +79,16 @@ def _to_host(tree: PyTree) -> PyTree:
     return jax.tree.map(get, tree)
 
 
+def _put(tree: PyTree, sharding: NamedSharding) -> PyTree:
+    """Place host arrays as global arrays (valid on one host and on many)."""
+
+    def put(a):
+        a = np.asarray(a)
+        return jax.make_array_from_callback(a.shape, sharding, lambda idx: a[idx])
+
+    return jax.tree.map(put, tree)
+
+
 def _chain_step(attack: Attack, key: jax.Array, carry: Carry, t: jax.Array, env: Any):
     """One step of one chain, with freezing of finished/non-finite chains."""
     new_state, info = attack.step(jax.random.fold_in(key, t), carry.state, env)
@@ -167,7 +177,7 @@ def run_chains(
 
     flat_targets = np.concatenate([np.repeat(targets, chains),
                                    np.full(n - n_real, targets[0])]).astype(np.int32)
-    env = jax.device_put(env, replicated)
+    env = _put(env, replicated)
 
     def make_keys(seed):
         base = jax.random.key(seed)
@@ -175,7 +185,7 @@ def run_chains(
 
     make_keys = jax.jit(make_keys, out_shardings=chain_sharding)
     chain_keys = make_keys(jnp.uint32(seed))
-    tgt = jax.device_put(flat_targets, chain_sharding)
+    tgt = _put(flat_targets, chain_sharding)
 
     probe = jax.eval_shape(lambda k, e: attack.init(k, jnp.int32(0), e),
                            jax.random.key(0), env)

@@ -1,0 +1,114 @@
+"""MI-Face kernel: protocol properties, stopping rules, priors and processes."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from toy import linear_apply, linear_env
+
+from jaxinv.attacks import mi_face, priors
+
+ENV = linear_env()
+KEY = jax.random.key(0)
+
+
+def make(**kw):
+    args = dict(loss="neg_log_p", init="random", lr=0.5)
+    args.update(kw)
+    return mi_face(linear_apply, (8, 8, 1), **args)
+
+
+def test_step_preserves_shapes_and_dtypes():
+    attack = make(tv=0.1, l2=0.01)
+    s0 = attack.init(KEY, jnp.int32(3), ENV)
+    s1, info = attack.step(KEY, s0, ENV)
+    chex.assert_trees_all_equal_shapes_and_dtypes(s0, s1)
+    assert s0.loss.dtype == jnp.float32 and s0.x.shape == (8, 8, 1)
+    assert info.loss.shape == () and np.isfinite(info.loss)
+
+
+def test_purity_and_jit_agree():
+    attack = make()
+    s0 = attack.init(KEY, jnp.int32(2), ENV)
+    a, _ = attack.step(KEY, s0, ENV)
+    b, _ = attack.step(KEY, s0, ENV)
+    c, _ = jax.jit(attack.step)(KEY, s0, ENV)
+    chex.assert_trees_all_equal(a, b)
+    chex.assert_trees_all_close(a, c, rtol=1e-6, atol=1e-6)
+
+
+def test_one_trace_for_new_targets_and_params():
+    attack = make()
+    step = jax.jit(chex.assert_max_traces(attack.step, n=1))
+    for seed, target in ((0, 1), (1, 5), (2, 9)):
+        env = linear_env(seed=seed)
+        s = attack.init(jax.random.key(seed), jnp.int32(target), env)
+        step(KEY, s, env)
+
+
+def test_gradient_steps_raise_target_confidence():
+    attack = make(init="zero", loss="one_minus_p", lr=1.0)
+    s = attack.init(KEY, jnp.int32(4), ENV)
+    p0 = s.confidence
+    step = jax.jit(attack.step)
+    for _ in range(30):
+        s, _ = step(KEY, s, ENV)
+    assert s.confidence > p0 + 0.3
+    assert s.x.min() >= 0 and s.x.max() <= 1  # box projection
+
+
+def test_gamma_stops_on_success():
+    attack = make(gamma=-np.log(0.9))  # stop once p_y >= 0.9
+    s = attack.init(KEY, jnp.int32(0), ENV)
+    step = jax.jit(attack.step)
+    for _ in range(200):
+        s, _ = step(KEY, s, ENV)
+        if s.done:
+            break
+    assert s.done and s.confidence >= 0.9 and s.t < 200
+
+
+def test_max_steps_stops():
+    attack = make(max_steps=3)
+    s = attack.init(KEY, jnp.int32(0), ENV)
+    for _ in range(3):
+        s, _ = attack.step(KEY, s, ENV)
+    assert s.done and s.t == 3
+
+
+def test_no_improvement_rule():
+    # lr=0 never moves: the cost equals the max of the last beta costs at step beta
+    attack = make(lr=1e-30, beta=4)
+    s = attack.init(KEY, jnp.int32(0), ENV)
+    flags = []
+    for _ in range(6):
+        s, _ = attack.step(KEY, s, ENV)
+        flags.append(bool(s.done))
+    assert flags[:3] == [False, False, False] and flags[3]
+
+
+def test_priors_and_processes():
+    x = jax.random.uniform(KEY, (8, 8, 1))
+    assert priors.total_variation(jnp.ones((8, 8, 1))) == 0
+    assert priors.total_variation(x) > 0.1
+    blurred = priors.denoise(1.0)(x)
+    assert priors.total_variation(blurred) < priors.total_variation(x)
+    sharp = priors.get_process("denoise+sharpen")(x)
+    assert sharp.shape == x.shape
+    smooth = make(tv=1.0, process=priors.denoise(0.8))
+    s = smooth.init(KEY, jnp.int32(0), ENV)
+    for _ in range(5):
+        s, _ = smooth.step(KEY, s, ENV)
+    assert priors.total_variation(s.x) < priors.total_variation(
+        make().init(KEY, jnp.int32(0), ENV).x)
+
+
+@pytest.mark.parametrize("kw, msg", [
+    (dict(loss="bogus"), "loss"), (dict(init="ones"), "init"), (dict(lr=0), "lr"),
+    (dict(beta=0), "beta")])
+def test_bad_arguments(kw, msg):
+    with pytest.raises(ValueError, match=msg):
+        make(**kw)
+    with pytest.raises(ValueError, match="process"):
+        priors.get_process("blur")
