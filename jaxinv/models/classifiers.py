@@ -1,0 +1,136 @@
+"""Flax classifiers. ``__call__(x, train=False) -> (logits, features)``.
+
+Inputs are NHWC float32 in [0, 1]; ``features`` are the penultimate activations
+(what evaluation metrics compare).
+"""
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxinv.models.layers import max_pool_2x2
+
+ACTIVATIONS = {"relu": nn.relu, "sigmoid": nn.sigmoid, "tanh": jnp.tanh, "gelu": nn.gelu}
+
+
+class SoftmaxRegression(nn.Module):
+    """Multinomial logistic regression; features = the flattened input."""
+
+    num_classes: int
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        f = x.reshape(x.shape[0], -1)
+        return nn.Dense(self.num_classes)(f), f
+
+
+class MLP(nn.Module):
+    """Fully connected net; the MI-Face paper's MLP is one layer of 3000 sigmoid units."""
+
+    num_classes: int
+    hidden: Sequence[int] = (3000,)
+    activation: str = "sigmoid"
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        act = ACTIVATIONS[self.activation]
+        f = x.reshape(x.shape[0], -1)
+        for width in self.hidden:
+            f = act(nn.Dense(width)(f))
+        return nn.Dense(self.num_classes)(f), f
+
+
+class LeNet(nn.Module):
+    """LeNet-style CNN: [conv 5x5 -> relu -> 2x2 max-pool] x len(channels) -> dense -> logits."""
+
+    num_classes: int
+    channels: Sequence[int] = (32, 64)
+    dense: int = 128
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        for ch in self.channels:
+            x = nn.relu(nn.Conv(ch, (5, 5), padding="SAME")(x))
+            if min(x.shape[1:3]) >= 2:
+                x = max_pool_2x2(x)
+        f = nn.relu(nn.Dense(self.dense)(x.reshape(x.shape[0], -1)))
+        return nn.Dense(self.num_classes)(f), f
+
+
+class _Block(nn.Module):
+    channels: int
+    stride: int
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        bn = lambda: nn.BatchNorm(use_running_average=not train, momentum=0.9)
+        y = nn.relu(bn()(nn.Conv(self.channels, (3, 3), self.stride, use_bias=False)(x)))
+        y = bn()(nn.Conv(self.channels, (3, 3), use_bias=False)(y))
+        if x.shape != y.shape:
+            x = bn()(nn.Conv(self.channels, (1, 1), self.stride, use_bias=False)(x))
+        return nn.relu(x + y)
+
+
+class ResNet(nn.Module):
+    """A small ResNet: 3x3 stem, one basic block per stage, global average pool."""
+
+    num_classes: int
+    stages: Sequence[int] = (32, 64, 128)
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9)(
+            nn.Conv(self.stages[0], (3, 3), use_bias=False)(x)))
+        for i, ch in enumerate(self.stages):
+            stride = 2 if i and min(x.shape[1:3]) >= 4 else 1
+            x = _Block(ch, stride)(x, train)
+        f = jnp.mean(x, axis=(1, 2))
+        return nn.Dense(self.num_classes)(f), f
+
+
+class VGG(nn.Module):
+    """VGG-style: blocks of 3x3 convs (BatchNorm, relu) + 2x2 max-pool, then dense."""
+
+    num_classes: int
+    blocks: Sequence[Sequence[int]] = ((32, 32), (64, 64), (128,))
+    dense: int = 256
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        for block in self.blocks:
+            for ch in block:
+                x = nn.Conv(ch, (3, 3), use_bias=False)(x)
+                x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9)(x))
+            if min(x.shape[1:3]) >= 2:
+                x = max_pool_2x2(x)
+        f = nn.relu(nn.Dense(self.dense)(jnp.mean(x, axis=(1, 2))))
+        return nn.Dense(self.num_classes)(f), f
+
+
+ARCHS = {"softmax": SoftmaxRegression, "mlp": MLP, "cnn": LeNet, "resnet": ResNet, "vgg": VGG}
+
+
+def create(arch: str, num_classes: int, **kwargs) -> nn.Module:
+    """Build a classifier by name: ``softmax``, ``mlp``, ``cnn``, ``resnet``, ``vgg``.
+
+    Example:
+        >>> model = create("cnn", 10)
+        >>> variables = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
+        >>> logits, features = model.apply(variables, jnp.zeros((5, 28, 28, 1)))
+    """
+    if arch not in ARCHS:
+        raise ValueError(f"unknown arch {arch!r}; choose one of {sorted(ARCHS)}")
+    if not isinstance(num_classes, int) or num_classes < 2:
+        raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
+    return ARCHS[arch](num_classes=num_classes, **kwargs)
+
+
+def init_variables(model: nn.Module, input_shape: Sequence[int], seed: int = 0):
+    """Initialise ``{'params', ...}`` for images of ``input_shape`` ``(H, W, C)``.
+
+    Example:
+        >>> variables = init_variables(create("mlp", 10), (8, 8, 1))
+    """
+    return model.init(jax.random.key(seed), jnp.zeros((1, *input_shape), jnp.float32))
