@@ -91,6 +91,7 @@ def mi_face(
         if not v > 0:
             raise ValueError(f"{name} must be > 0, got {v!r}")
     input_shape = tuple(int(s) for s in input_shape)
+    beta = min(beta, max_steps)  # the rule needs t >= beta, so a longer window never fires
 
     def cost(x, target, env):
         logits = apply_fn(env, x[None])[0]
