@@ -264,7 +264,8 @@ def run_chains(
     t = 0
     infos: list = []
     ckpt = _Checkpointer(workdir, _config_fingerprint(
-        chains=chains, targets=targets.tolist(), seed=seed, segment=segment, unroll=unroll, n_padded=n,
+        chains=chains, targets=targets.tolist(), seed=seed, segment=segment, unroll=unroll,
+        n_padded=n,
         attack=getattr(attack.step, "__qualname__", "?"))) if workdir else None
     if ckpt is not None and ckpt.latest() is not None:
         info_shape = jax.eval_shape(lambda k, s, e: attack.step(k, s, e)[1],
