@@ -28,5 +28,5 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
          "tv": 0.0, "l2": 0.0, "process": "identity"})
     cfg.train = {"cnn": {}, "resnet": {}}
     if smoke:
-        cfg.train = {a: {"epochs": 1} for a in ("cnn", "resnet")}
+        cfg.train = {a: {"epochs": 1, "limit": 2048} for a in ("cnn", "resnet")}
     return cfg

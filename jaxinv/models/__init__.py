@@ -1,44 +1,92 @@
-"""Model zoo: Flax classifiers returning ``(logits, features)``, and ``Classifier``."""
+"""Model zoo: Flax classifiers returning ``(logits, features)``, and ``Classifier``.
+
+Every classifier maps NHWC float32 images in [0, 1] to ``(logits, features)``
+(``features`` = penultimate activations). Attack kernels take the pure
+``apply_logits(module)`` and receive the variables in their ``env`` argument.
+"""
 
 from __future__ import annotations
 
-from functools import partial
+from collections.abc import Callable, Sequence
+from functools import cache, partial
 from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
 import numpy as np
 
-from jaxinv.models.classifiers import ARCHS, create, init_variables
-from jaxinv.models.layers import max_pool_2x2
+from jaxinv.models.classifiers import (
+    ACTIVATIONS,
+    ARCHS,
+    MLP,
+    VGG,
+    LeNet,
+    ResNet,
+    SoftmaxRegression,
+    create,
+    init_variables,
+)
+from jaxinv.models.layers import Conv, conv2d_same, max_pool_2x2
 
 
-def check_input(meta: dict, shape: tuple[int, ...]) -> None:
+def check_input(meta: dict, shape: Sequence[int]) -> None:
     """Raise ``ValueError`` unless ``shape`` is ``[N, *meta['input_shape']]``.
 
     Example:
-        >>> check_input({"input_shape": [8, 8, 1]}, (5, 8, 8, 1))
+        >>> check_input({"input_shape": [8, 8, 1]}, (5, 8, 8, 1))  # fine
+        >>> check_input({"input_shape": [8, 8, 1]}, (5, 28, 28, 1))
+        Traceback (most recent call last):
+        ValueError: model ? trained on ? expects images [N, 8, 8, 1] (NHWC), got [5, 28, 28, 1]
     """
-    want = tuple(meta["input_shape"])
+    want = tuple(int(d) for d in meta["input_shape"])
     if len(shape) != 4 or tuple(shape[1:]) != want:
         raise ValueError(f"model {meta.get('arch', '?')} trained on {meta.get('dataset', '?')} "
                          f"expects images [N, {', '.join(map(str, want))}] (NHWC), got "
                          f"{list(shape)}")
 
 
+@cache
+def apply_logits(module: nn.Module) -> Callable[[Any, jax.Array], jax.Array]:
+    """Pure ``f(variables, x) -> logits`` (eval mode) for ``module``; not jitted.
+
+    Cached per module, so building a kernel twice reuses the same function.
+
+    Example:
+        >>> f = apply_logits(clf.module)
+        >>> jax.jit(f)(clf.variables, x).shape
+        (360, 10)
+    """
+    return lambda variables, x: module.apply(variables, x)[0]
+
+
+@cache
+def apply_features(module: nn.Module) -> Callable[[Any, jax.Array], jax.Array]:
+    """Pure ``f(variables, x) -> features`` (penultimate activations, eval mode).
+
+    Example:
+        >>> apply_features(clf.module)(clf.variables, x).shape
+        (360, 128)
+    """
+    return lambda variables, x: module.apply(variables, x)[1]
+
+
 @partial(jax.jit, static_argnums=0)
-def _apply(module: nn.Module, variables: Any, x: jax.Array):
+def _apply(module: nn.Module, variables: Any, x: jax.Array) -> tuple[jax.Array, jax.Array]:
     return module.apply(variables, x)
 
 
 class Classifier(NamedTuple):
-    """A trained classifier: Flax ``module``, its ``variables`` and ``meta`` (arch, shapes...).
+    """A trained classifier: Flax ``module``, its ``variables`` and ``meta``.
+
+    ``variables`` is ``{'params': ..., 'batch_stats': ...?}``; ``meta`` holds ``arch``,
+    ``arch_kwargs``, ``num_classes``, ``input_shape`` (H, W, C), ``dataset``,
+    ``test_accuracy``... (see ``jaxinv.train.fit``).
 
     Example:
         >>> clf = jaxinv.train.load_classifier("runs/demo/target")
         >>> clf.logits(x).shape, clf.features(x).shape
         ((360, 10), (360, 128))
-        >>> attack = mi_face(clf.apply_logits, (8, 8, 1))  # variables go in env
+        >>> attack = mi_face(apply_logits(clf.module), (8, 8, 1))  # variables go in env
     """
 
     module: nn.Module
@@ -46,23 +94,30 @@ class Classifier(NamedTuple):
     meta: dict
 
     def apply_logits(self, variables: Any, x: jax.Array) -> jax.Array:
-        """Pure ``(variables, x) -> logits`` for kernels that take variables in ``env``."""
-        return self.module.apply(variables, x)[0]
+        """Pure ``(variables, x) -> logits``; same as ``apply_logits(self.module)``."""
+        return apply_logits(self.module)(variables, x)
 
     def logits(self, x: np.ndarray, batch: int = 2048) -> np.ndarray:
-        """Eval-mode logits for a batch of images (host in, host out)."""
+        """Eval-mode logits ``[N, K]`` for images ``[N, H, W, C]`` (host in, host out)."""
         return self._run(x, batch)[0]
 
     def features(self, x: np.ndarray, batch: int = 2048) -> np.ndarray:
-        """Eval-mode penultimate features."""
+        """Eval-mode penultimate features ``[N, D]`` (host in, host out)."""
         return self._run(x, batch)[1]
 
-    def _run(self, x, batch):
+    def _run(self, x: np.ndarray, batch: int) -> tuple[np.ndarray, np.ndarray]:
         x = np.asarray(x, np.float32)
         check_input(self.meta, x.shape)
+        n = len(x)
+        if n > batch and n % batch:  # pad the last chunk: one compiled shape
+            x = np.concatenate([x, np.zeros((batch - n % batch, *x.shape[1:]), x.dtype)])
         outs = [jax.device_get(_apply(self.module, self.variables, x[i:i + batch]))
-                for i in range(0, len(x), batch)]
-        return tuple(np.concatenate(o) for o in zip(*outs, strict=True))
+                for i in range(0, max(len(x), 1), batch)]
+        return tuple(np.concatenate(o)[:n] for o in zip(*outs, strict=True))
 
 
-__all__ = ["ARCHS", "Classifier", "check_input", "create", "init_variables", "max_pool_2x2"]
+__all__ = [
+    "ACTIVATIONS", "ARCHS", "MLP", "VGG", "Classifier", "Conv", "LeNet", "ResNet",
+    "SoftmaxRegression", "apply_features", "apply_logits", "check_input", "conv2d_same", "create",
+    "init_variables", "max_pool_2x2",
+]

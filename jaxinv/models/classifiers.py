@@ -4,13 +4,16 @@ Inputs are NHWC float32 in [0, 1]; ``features`` are the penultimate activations
 (what evaluation metrics compare).
 """
 
+import dataclasses
 from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from jaxinv.models.layers import max_pool_2x2
+from jaxinv.models.layers import Conv, max_pool_2x2
 
 ACTIVATIONS = {"relu": nn.relu, "sigmoid": nn.sigmoid, "tanh": jnp.tanh, "gelu": nn.gelu}
 
@@ -52,7 +55,7 @@ class LeNet(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool = False):
         for ch in self.channels:
-            x = nn.relu(nn.Conv(ch, (5, 5), padding="SAME")(x))
+            x = nn.relu(Conv(ch, (5, 5))(x))
             if min(x.shape[1:3]) >= 2:
                 x = max_pool_2x2(x)
         f = nn.relu(nn.Dense(self.dense)(x.reshape(x.shape[0], -1)))
@@ -66,23 +69,32 @@ class _Block(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool):
         bn = lambda: nn.BatchNorm(use_running_average=not train, momentum=0.9)
-        y = nn.relu(bn()(nn.Conv(self.channels, (3, 3), self.stride, use_bias=False)(x)))
-        y = bn()(nn.Conv(self.channels, (3, 3), use_bias=False)(y))
+        conv = (Conv(self.channels, (3, 3), use_bias=False) if self.stride == 1 else
+                nn.Conv(self.channels, (3, 3), self.stride, use_bias=False))
+        y = nn.relu(bn()(conv(x)))
+        y = bn()(Conv(self.channels, (3, 3), use_bias=False)(y))
         if x.shape != y.shape:
             x = bn()(nn.Conv(self.channels, (1, 1), self.stride, use_bias=False)(x))
         return nn.relu(x + y)
 
 
 class ResNet(nn.Module):
-    """A small ResNet: 3x3 stem, one basic block per stage, global average pool."""
+    """A small ResNet: 3x3 stem, one basic block per stage, global average pool.
+
+    The stem max-pools large inputs (e.g. 112x92 faces) until the smaller side is
+    at most ``stem_max_side``; later stages halve the size while it is >= 4.
+    """
 
     num_classes: int
     stages: Sequence[int] = (32, 64, 128)
+    stem_max_side: int = 16
 
     @nn.compact
     def __call__(self, x, train: bool = False):
         x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9)(
-            nn.Conv(self.stages[0], (3, 3), use_bias=False)(x)))
+            Conv(self.stages[0], (3, 3), use_bias=False)(x)))
+        while min(x.shape[1:3]) > self.stem_max_side:
+            x = max_pool_2x2(x)
         for i, ch in enumerate(self.stages):
             stride = 2 if i and min(x.shape[1:3]) >= 4 else 1
             x = _Block(ch, stride)(x, train)
@@ -101,7 +113,7 @@ class VGG(nn.Module):
     def __call__(self, x, train: bool = False):
         for block in self.blocks:
             for ch in block:
-                x = nn.Conv(ch, (3, 3), use_bias=False)(x)
+                x = Conv(ch, (3, 3), use_bias=False)(x)
                 x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9)(x))
             if min(x.shape[1:3]) >= 2:
                 x = max_pool_2x2(x)
@@ -112,25 +124,47 @@ class VGG(nn.Module):
 ARCHS = {"softmax": SoftmaxRegression, "mlp": MLP, "cnn": LeNet, "resnet": ResNet, "vgg": VGG}
 
 
-def create(arch: str, num_classes: int, **kwargs) -> nn.Module:
+def _frozen(v: Any) -> Any:
+    """Lists (e.g. from JSON) -> tuples, so modules stay hashable (jit static arguments)."""
+    return tuple(_frozen(e) for e in v) if isinstance(v, list | tuple) else v
+
+
+def create(arch: str, num_classes: int, **kwargs: Any) -> nn.Module:
     """Build a classifier by name: ``softmax``, ``mlp``, ``cnn``, ``resnet``, ``vgg``.
+
+    ``kwargs`` are the architecture's fields (e.g. ``hidden=(500,)`` for ``mlp``);
+    lists are turned into tuples.
 
     Example:
         >>> model = create("cnn", 10)
         >>> variables = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
         >>> logits, features = model.apply(variables, jnp.zeros((5, 28, 28, 1)))
+        >>> logits.shape, features.shape
+        ((5, 10), (5, 128))
     """
     if arch not in ARCHS:
-        raise ValueError(f"unknown arch {arch!r}; choose one of {sorted(ARCHS)}")
-    if not isinstance(num_classes, int) or num_classes < 2:
+        raise ValueError(f"unknown arch {arch!r}; valid archs: {', '.join(ARCHS)}")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int | np.integer) \
+            or num_classes < 2:
         raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
-    return ARCHS[arch](num_classes=num_classes, **kwargs)
+    cls = ARCHS[arch]
+    fields = [f.name for f in dataclasses.fields(cls) if f.name not in
+              ("num_classes", "parent", "name")]
+    bad = sorted(set(kwargs) - set(fields))
+    if bad:
+        raise ValueError(f"unknown option(s) {bad} for arch {arch!r}; valid options: {fields}")
+    if kwargs.get("activation", "relu") not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {kwargs['activation']!r}; valid: "
+                         f"{', '.join(ACTIVATIONS)}")
+    return cls(num_classes=int(num_classes), **{k: _frozen(v) for k, v in kwargs.items()})
 
 
-def init_variables(model: nn.Module, input_shape: Sequence[int], seed: int = 0):
+def init_variables(model: nn.Module, input_shape: Sequence[int], seed: int = 0) -> dict:
     """Initialise ``{'params', ...}`` for images of ``input_shape`` ``(H, W, C)``.
 
     Example:
         >>> variables = init_variables(create("mlp", 10), (8, 8, 1))
+        >>> variables["params"]["Dense_0"]["kernel"].shape
+        (64, 3000)
     """
     return model.init(jax.random.key(seed), jnp.zeros((1, *input_shape), jnp.float32))
