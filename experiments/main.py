@@ -35,12 +35,13 @@ def model(cfg, arch, workdir):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("config", help="path/to/config.py[:variant]")
-    p.add_argument("--workdir", default=None, help="override cfg.workdir")
+    p.add_argument("--workdir", default=None, help="override cfg.workdir (and cfg.models_dir)")
     args = p.parse_args(argv)
     cfg = load_config(args.config)
     work = Path(args.workdir or cfg.workdir)
-    target_dir = Path(cfg.get("models_dir", work)) / f"{cfg.dataset}_{cfg.target_arch}"
-    eval_dir = Path(cfg.get("models_dir", work)) / f"{cfg.dataset}_{cfg.eval_arch}"
+    models = work if args.workdir else Path(cfg.get("models_dir", work))
+    target_dir = models / f"{cfg.dataset}_{cfg.target_arch}"
+    eval_dir = models / f"{cfg.dataset}_{cfg.eval_arch}"
     for arch, d in ((cfg.target_arch, target_dir), (cfg.eval_arch, eval_dir)):
         clf = model(cfg, arch, d)
         print(f"{cfg.dataset} {arch}: test accuracy {clf.meta['test_accuracy']:.4f} ({d})")

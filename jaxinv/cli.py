@@ -13,6 +13,14 @@ import sys
 from collections.abc import Sequence
 
 
+def _range(text: str) -> tuple[float, float]:
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"wants LOW,HIGH (two floats), got {text!r}") from None
+    return low, high
+
+
 def _classes(text: str | None) -> list[int] | None:
     if text is None:
         return None
@@ -63,6 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--loss", choices=["one_minus_p", "neg_log_p"], default="one_minus_p")
     m.add_argument("--lr", type=float, default=0.1)
     m.add_argument("--init", choices=["zero", "random"], default="random")
+    m.add_argument("--init-range", type=_range, default=None,
+                   help="random init: uniform on LOW,HIGH (default: the pixel box 0,1)")
     m.add_argument("--beta", type=int, default=100)
     m.add_argument("--gamma", type=float, default=0.01)
     m.add_argument("--tv", type=float, default=0.0)
@@ -98,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from jaxinv.invert import invert
 
             opts = {k: getattr(args, k) for k in
-                    ("loss", "lr", "init", "beta", "gamma", "tv", "l2", "process")}
+                    ("loss", "lr", "init", "init_range", "beta", "gamma", "tv", "l2", "process")}
             rec = invert(args.attack, args.target, args.eval_model, args.out, chains=args.chains,
                          steps=args.steps, classes=args.classes, seed=args.seed, chunk=args.chunk,
                          segment=args.segment, options=opts)

@@ -8,7 +8,9 @@ from typing import Any
 
 TARGET_ARCH = "cnn"
 EVAL_ARCH = "mlp"
-DEMO_OPTIONS = {"loss": "neg_log_p", "lr": 0.1, "init": "random", "tv": 0.0}
+# -log p from dark random starts plus a TV prior: the settings the README reports
+DEMO_OPTIONS = {"loss": "neg_log_p", "lr": 0.05, "init": "random", "init_range": (0.0, 0.25),
+                "tv": 0.05}
 DEMO_STEPS = 300
 
 

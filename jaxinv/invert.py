@@ -14,6 +14,7 @@ import numpy as np
 
 from jaxinv import results
 from jaxinv.attacks import ATTACKS, priors
+from jaxinv.models import apply_logits
 from jaxinv.run import run_chains
 
 
@@ -38,13 +39,9 @@ def build_attack(name: str, target: Any, steps: int, options: dict[str, Any]):
     process = options.pop("process", "identity")
     if isinstance(process, str):
         process = priors.get_process(process)
-    module = target.module
-
-    def apply_fn(variables, x):
-        return module.apply(variables, x)[0]
-
     options.setdefault("max_steps", steps)
-    return ATTACKS[name](apply_fn, tuple(target.meta["input_shape"]), process=process, **options)
+    return ATTACKS[name](apply_logits(target.module), tuple(target.meta["input_shape"]),
+                         process=process, **options)
 
 
 def invert(

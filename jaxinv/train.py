@@ -15,10 +15,8 @@ Example:
 from __future__ import annotations
 
 import json
-import platform
 import time
 from functools import partial
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxinv import data
+from jaxinv import data, results
 from jaxinv.models import Classifier, create, init_variables
 
 # fit() defaults; DEFAULTS[(dataset, arch)] overrides DEFAULT. ``augment`` = max random
@@ -55,22 +53,6 @@ DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
 PROGRESS_EVERY = 50  # steps between progress-bar updates (each one a host sync)
 _CONFIG_KEYS = ("dataset", "arch", "arch_kwargs", "batch_size", "lr", "lr_decay",
                 "weight_decay", "augment", "seed", "limit")
-
-
-def versions() -> dict[str, str]:
-    """Versions of Python and the training stack, recorded in ``model.json``.
-
-    Example:
-        >>> versions()["jax"]
-        '0.10.2'
-    """
-    out = {"python": platform.python_version(), "backend": jax.default_backend()}
-    for pkg in ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = "?"
-    return out
 
 
 def _shift(key: jax.Array, x: jax.Array, pad: int) -> jax.Array:
@@ -250,7 +232,7 @@ def fit(dataset: str, arch: str, workdir: str | Path, *, epochs: int | None = No
     meta["test_accuracy"] = accuracy(clf, xt, yt)
     meta["train_seconds"] = round(train_s, 2)  # this call's epochs only (plus compiles)
     meta["last_epoch_loss_acc"] = [round(float(v), 5) for v in history[-1]] if history else None
-    meta["versions"] = versions()
+    meta["versions"] = results.versions()
     with ocp.StandardCheckpointer() as ckptr:
         ckptr.save(workdir / "variables", variables, force=True)
     (workdir / "model.json").write_text(json.dumps(meta, indent=1))
@@ -282,4 +264,4 @@ def load_classifier(workdir: str | Path) -> Classifier:
     return Classifier(module, variables, meta)
 
 
-__all__ = ["DEFAULT", "DEFAULTS", "accuracy", "fit", "load_classifier", "versions"]
+__all__ = ["DEFAULT", "DEFAULTS", "accuracy", "fit", "load_classifier"]

@@ -104,9 +104,16 @@ def test_priors_and_processes():
         make().init(KEY, jnp.int32(0), ENV).x)
 
 
+def test_init_range_bounds_random_inits():
+    keys = jax.random.split(KEY, 16)
+    x = jax.vmap(lambda k: make(init_range=(0, 0.25)).init(k, jnp.int32(0), ENV).x)(keys)
+    assert float(x.min()) >= 0.0 and 0.2 < float(x.max()) <= 0.25
+    assert not np.allclose(x[0], x[1])  # distinct chains, unlike the zero init
+
+
 @pytest.mark.parametrize("kw, msg", [
     (dict(loss="bogus"), "loss"), (dict(init="ones"), "init"), (dict(lr=0), "lr"),
-    (dict(beta=0), "beta")])
+    (dict(beta=0), "beta"), (dict(init_range=(1, 0)), "init_range")])
 def test_bad_arguments(kw, msg):
     with pytest.raises(ValueError, match=msg):
         make(**kw)

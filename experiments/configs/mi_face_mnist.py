@@ -24,8 +24,8 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     cfg.chains = 2 if smoke else 64
     cfg.steps = 5 if smoke else 500
     cfg.options = ml_collections.ConfigDict(
-        {"loss": "neg_log_p", "lr": 0.1, "init": "random", "beta": 100, "gamma": 0.01,
-         "tv": 0.0, "l2": 0.0, "process": "identity"})
+        {"loss": "neg_log_p", "lr": 0.05, "init": "random", "init_range": (0.0, 0.25),
+         "beta": 100, "gamma": 0.01, "tv": 0.05, "l2": 0.0, "process": "identity"})
     cfg.train = {"cnn": {}, "resnet": {}}
     if smoke:
         cfg.train = {a: {"epochs": 1, "limit": 2048} for a in ("cnn", "resnet")}

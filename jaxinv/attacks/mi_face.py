@@ -53,6 +53,7 @@ def mi_face(
     gamma: float = 0.01,
     loss: str = "one_minus_p",
     init: str = "zero",
+    init_range: tuple[float, float] | None = None,
     tv: float = 0.0,
     l2: float = 0.0,
     process: priors.Process = priors.identity,
@@ -72,7 +73,9 @@ def mi_face(
         (at step 0 for 40 classes), so we read it as confidence 0.99, i.e. cost
         0.01 for ``one_minus_p`` (use ``-log 0.99`` for ``neg_log_p``).
       loss: ``"one_minus_p"`` (the paper's) or ``"neg_log_p"``.
-      init: ``"zero"`` (the paper's x0 = 0) or ``"random"`` (uniform in the box).
+      init: ``"zero"`` (the paper's x0 = 0) or ``"random"``: uniform on
+        ``init_range`` (default: the box). A narrow range such as ``(0, 0.25)`` gives
+        distinct chains near the paper's dark start.
       tv, l2: weights of the total-variation and L2 priors (AuxTerm; 0 in the paper).
       process: ``x -> x`` after each step (identity; ``priors.denoise`` ...).
       box: pixel range to project onto after each step, or ``None``.
@@ -87,6 +90,9 @@ def mi_face(
         raise ValueError(f"unknown init {init!r}; choose one of {INITS}")
     if len(input_shape) != 3 or min(input_shape) < 1:
         raise ValueError(f"input_shape must be (H, W, C), got {input_shape!r}")
+    init_range = tuple(map(float, init_range or box or (0.0, 1.0)))
+    if len(init_range) != 2 or not init_range[0] < init_range[1]:
+        raise ValueError(f"init_range must be (low, high) with low < high, got {init_range!r}")
     for name, v in (("lr", lr), ("max_steps", max_steps), ("beta", beta)):
         if not v > 0:
             raise ValueError(f"{name} must be > 0, got {v!r}")
@@ -111,8 +117,7 @@ def mi_face(
         if init == "zero":
             x = jnp.zeros(input_shape, jnp.float32)
         else:
-            lo, hi = box or (0.0, 1.0)
-            x = jax.random.uniform(key, input_shape, jnp.float32, lo, hi)
+            x = jax.random.uniform(key, input_shape, jnp.float32, *init_range)
         (c, p), g = value_and_grad(x, target, env)
         recent = jnp.full((beta,), jnp.inf, jnp.float32).at[0].set(c)
         return MIFaceState(x, c, g, p, target, jnp.zeros((), jnp.int32), recent,
