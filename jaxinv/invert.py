@@ -27,6 +27,14 @@ def _load(workdir: str | Path, role: str):
         raise FileNotFoundError(f"{role} model: {e}") from e
 
 
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, int | float | str | bool | None):
+        return v
+    if isinstance(v, list | tuple):
+        return [_jsonable(e) for e in v]
+    return repr(v)  # e.g. a user-supplied process function
+
+
 def build_attack(name: str, target: Any, steps: int, options: dict[str, Any]):
     """Build a white-box attack kernel for ``target`` (a ``Classifier``) by name.
 
@@ -88,7 +96,9 @@ def invert(
     tic = time.perf_counter()
     res = run_chains(kernel, y, target.variables, chains=chains, steps=steps, seed=seed,
                      chunk=chunk, segment=segment, workdir=Path(out) / "checkpoints",
-                     progress=progress, desc=attack)
+                     progress=progress, desc=attack,
+                     config={"attack": attack, "target": str(Path(target_dir).absolute()),
+                             "options": {k: _jsonable(v) for k, v in options.items()}})
     judged = results.judge(evaluator, res.best_x, y)
     init = results.judge(evaluator, res.x_init, y)
     conf = results.judge(target, res.best_x, y)
@@ -106,8 +116,7 @@ def invert(
         "attack": attack,
         "config": {"target": str(target_dir), "eval_model": str(eval_dir), "chains": chains,
                    "steps": steps, "classes": classes, "chunk": chunk, "segment": segment,
-                   "options": {k: v if isinstance(v, (int, float, str, bool, type(None))) else
-                               repr(v) for k, v in options.items()},
+                   "options": {k: _jsonable(v) for k, v in options.items()},
                    "target_meta": target.meta, "eval_meta": evaluator.meta},
         "seed": seed,
         "versions": results.versions(),

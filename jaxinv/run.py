@@ -136,6 +136,7 @@ def run_chains(
     mesh: jax.sharding.Mesh | None = None,
     progress: bool = True,
     desc: str = "attack",
+    config: dict | None = None,
 ) -> RunResult:
     """Run ``chains`` chains of ``attack`` for every target for ``steps`` steps.
 
@@ -156,6 +157,8 @@ def run_chains(
         the latest checkpoint when restarted with the same arguments.
       mesh: a 1-D device mesh (:func:`make_mesh`); default: all devices.
       progress: show a tqdm bar (steps, mean loss, best confidence, failures).
+      config: settings the kernel closes over (attack options, model path): stored
+        with the checkpoints, so resuming a ``workdir`` with other settings is refused.
 
     Returns:
       A :class:`RunResult`; chain-indexed arrays have shape ``[T, chains, ...]``.
@@ -266,7 +269,8 @@ def run_chains(
     ckpt = _Checkpointer(workdir, _config_fingerprint(
         chains=chains, targets=targets.tolist(), seed=seed, segment=segment, unroll=unroll,
         n_padded=n,
-        attack=getattr(attack.step, "__qualname__", "?"))) if workdir else None
+        attack=getattr(attack.step, "__qualname__", "?"),
+        config=json.dumps(config, sort_keys=True, default=repr))) if workdir else None
     if ckpt is not None and ckpt.latest() is not None:
         info_shape = jax.eval_shape(lambda k, s, e: attack.step(k, s, e)[1],
                                     jax.random.key(0), probe, env)

@@ -98,6 +98,8 @@ def test_workdir_of_another_run_is_refused(tmp_path):
     run(workdir=tmp_path, steps=10)
     with pytest.raises(ValueError, match="different run"):
         run(workdir=tmp_path, steps=10, chains=4)
+    with pytest.raises(ValueError, match=r"different run.*config"):
+        run(workdir=tmp_path, steps=10, config={"lr": 0.5})
 
 
 def test_resume_continues_a_finished_run(tmp_path):

@@ -19,7 +19,11 @@ ACTIVATIONS = {"relu": nn.relu, "sigmoid": nn.sigmoid, "tanh": jnp.tanh, "gelu":
 
 
 class SoftmaxRegression(nn.Module):
-    """Multinomial logistic regression; features = the flattened input."""
+    """Multinomial logistic regression; features = the flattened input.
+
+    Example:
+        >>> logits, f = create("softmax", 40).init_with_output(key, jnp.zeros((1, 112, 92, 1)))[0]
+    """
 
     num_classes: int
 
@@ -30,7 +34,11 @@ class SoftmaxRegression(nn.Module):
 
 
 class MLP(nn.Module):
-    """Fully connected net; the MI-Face paper's MLP is one layer of 3000 sigmoid units."""
+    """Fully connected net; the MI-Face paper's MLP is one layer of 3000 sigmoid units.
+
+    Example:
+        >>> model = create("mlp", 10, hidden=(500, 500), activation="relu")
+    """
 
     num_classes: int
     hidden: Sequence[int] = (3000,)
@@ -46,7 +54,11 @@ class MLP(nn.Module):
 
 
 class LeNet(nn.Module):
-    """LeNet-style CNN: [conv 5x5 -> relu -> 2x2 max-pool] x len(channels) -> dense -> logits."""
+    """LeNet-style CNN: [conv 5x5 -> relu -> 2x2 max-pool] x len(channels) -> dense -> logits.
+
+    Example:
+        >>> model = create("cnn", 10, channels=(32, 64), dense=128)  # jaxinv's MNIST target
+    """
 
     num_classes: int
     channels: Sequence[int] = (32, 64)
@@ -83,6 +95,9 @@ class ResNet(nn.Module):
 
     The stem max-pools large inputs (e.g. 112x92 faces) until the smaller side is
     at most ``stem_max_side``; later stages halve the size while it is >= 4.
+
+    Example:
+        >>> model = create("resnet", 10, stages=(32, 64, 128))
     """
 
     num_classes: int
@@ -103,7 +118,11 @@ class ResNet(nn.Module):
 
 
 class VGG(nn.Module):
-    """VGG-style: blocks of 3x3 convs (BatchNorm, relu) + 2x2 max-pool, then dense."""
+    """VGG-style: blocks of 3x3 convs (BatchNorm, relu) + 2x2 max-pool, then dense.
+
+    Example:
+        >>> model = create("vgg", 10, blocks=((32, 32), (64, 64), (128,)))
+    """
 
     num_classes: int
     blocks: Sequence[Sequence[int]] = ((32, 32), (64, 64), (128,))
