@@ -1,13 +1,15 @@
 """Throughput of white-box MI-Face chains on the MNIST CNN (jaxinv's ``cnn``).
 
     python benchmarks/chains.py                 # N = 1, 64, 1024, 4096
-    python benchmarks/chains.py --chains 1024 --torch --pooling
+    python benchmarks/chains.py --torch --pooling   # the README's figures
 
 Prints, per N: chain-steps/s through ``run_chains``, achieved GFLOP/s (XLA cost
 analysis of one step) and its ratio to this machine's measured fp32 matmul
-throughput, and compile time. ``--torch`` times the same network and step in
-batched PyTorch (if installed); ``--pooling`` times the step with flax's
-``nn.max_pool`` and a reshape-max instead of jaxinv's pooling.
+throughput, and compile time; for N > 32 also with ``chunk=32`` (chains vmapped
+32 at a time per device: cache-sized batches run faster on CPU). ``--torch`` times
+the same network and step in batched PyTorch (if installed) at batch 64, 256 and N;
+``--pooling`` times a flax ``nn.Conv`` network with ``nn.max_pool`` and with a
+reshape-max instead of jaxinv's layers (same N and chunk).
 """
 
 from __future__ import annotations
@@ -59,9 +61,9 @@ def step_flops(attack, env, n: int) -> float:
     return float(cost.get("flops", float("nan")))
 
 
-def bench_driver(attack, env, n: int, steps: int) -> dict:
+def bench_driver(attack, env, n: int, steps: int, chunk: int | None = None) -> dict:
     res = run_chains(attack, np.arange(n) % 10, env, chains=1, steps=steps, segment=steps,
-                     progress=False)
+                     chunk=chunk, progress=False)
     t = res.timing
     return {"chain_steps_per_s": n * res.steps_run / t["run_s"], "compile_s": t["compile_s"],
             "run_s": t["run_s"]}
@@ -115,6 +117,8 @@ def main() -> None:
     p.add_argument("--chains", type=int, nargs="+", default=[1, 64, 1024, 4096])
     p.add_argument("--torch", action="store_true", help="also time batched PyTorch")
     p.add_argument("--pooling", action="store_true", help="also time other pooling layers")
+    p.add_argument("--chunk", type=int, default=32,
+                   help="also time N > chunk with run_chains(chunk=...) (0: skip)")
     args = p.parse_args()
 
     v = versions()
@@ -129,14 +133,16 @@ def main() -> None:
     env = init_variables(model, SHAPE)
     attack = mi_face(lambda e, x: model.apply(e, x)[0], SHAPE, loss="neg_log_p",
                      init="random")
-    print(f"{'N':>6} {'steps':>6} {'chain-steps/s':>14} {'GFLOP/s':>8} {'of matmul':>9} "
-          f"{'compile s':>9}")
+    print(f"{'N':>6} {'chunk':>6} {'steps':>6} {'chain-steps/s':>14} {'GFLOP/s':>8} "
+          f"{'of matmul':>9} {'compile s':>9}")
     for n in args.chains:
-        steps = max(8, min(400, int(40000 / n)))
-        r = bench_driver(attack, env, n, steps)
-        gf = step_flops(attack, env, n) / n * r["chain_steps_per_s"] / 1e9
-        print(f"{n:>6} {steps:>6} {r['chain_steps_per_s']:>14.0f} {gf:>8.1f} "
-              f"{gf / peak:>9.1%} {r['compile_s']:>9.1f}")
+        steps = max(24, min(400, int(80000 / n)))
+        flops = step_flops(attack, env, min(n, 256)) / min(n, 256)  # per chain-step
+        for chunk in (None, args.chunk) if 0 < args.chunk < n else (None,):
+            r = bench_driver(attack, env, n, steps, chunk)
+            gf = flops * r["chain_steps_per_s"] / 1e9
+            print(f"{n:>6} {chunk or '-':>6} {steps:>6} {r['chain_steps_per_s']:>14.0f} "
+                  f"{gf:>8.1f} {gf / peak:>9.1%} {r['compile_s']:>9.1f}")
     n = min(max(args.chains), 1024)  # nn.max_pool at 4096 chains needs > 24 GiB
     if args.pooling:
         import flax.linen as nn
@@ -148,15 +154,17 @@ def main() -> None:
             m = pooled_cnn(pool)
             e = m.init(jax.random.key(0), jnp.zeros((1, *SHAPE)))
             a = mi_face(m.apply, SHAPE, loss="neg_log_p", init="random")
-            r = bench_driver(a, e, n, 8)
-            print(f"pooling {name:>12}: {r['chain_steps_per_s']:.0f} chain-steps/s at N={n}")
+            r = bench_driver(a, e, n, 24, args.chunk or None)
+            print(f"flax nn.Conv + {name}: {r['chain_steps_per_s']:.0f} chain-steps/s at N={n}, "
+                  f"chunk {args.chunk or '-'}")
     if args.torch:
-        rate = torch_rate(n, 8)
-        if rate is None:
-            print("torch not installed (pip install torch): no PyTorch reference")
-        else:
+        for tn in sorted({64, 256, n}):
+            rate = torch_rate(tn, max(8, 8192 // tn))
+            if rate is None:
+                print("torch not installed (pip install torch): no PyTorch reference")
+                break
             import torch
-            print(f"PyTorch {torch.__version__} batched, same net/step, N={n}: {rate:.0f} "
+            print(f"PyTorch {torch.__version__} batched, same net/step, batch {tn}: {rate:.0f} "
                   f"chain-steps/s ({torch.get_num_threads()} threads)")
 
 

@@ -26,7 +26,8 @@ def _model(dataset: str, arch: str, workdir: Path):
 def demo(out: str | Path = "runs/demo", *, chains: int = 1024, steps: int | None = None,
          seed: int = 0) -> dict[str, Any]:
     """Train (or reuse) ``out/target`` and ``out/evaluator`` on the embedded digits,
-    run MI-Face with ``chains`` chains spread over the 10 classes, write ``out/``.
+    run MI-Face with ``chains`` chains (rounded up to a multiple of 10) over the 10
+    classes, write ``out/``.
 
     Example:
         >>> rec = demo("runs/demo")
@@ -42,7 +43,7 @@ def demo(out: str | Path = "runs/demo", *, chains: int = 1024, steps: int | None
     print(f"target {TARGET_ARCH}: test acc {target.meta['test_accuracy']:.3f}; "
           f"evaluator {EVAL_ARCH}: test acc {evaluator.meta['test_accuracy']:.3f}")
     k = int(target.meta["num_classes"])
-    per_class = max(1, chains // k)
+    per_class = -(-chains // k)  # at least `chains` chains in all
     rec = invert("mi-face", out / "target", out / "evaluator", out / "mi-face",
                  chains=per_class, steps=steps or DEMO_STEPS, seed=seed, options=DEMO_OPTIONS)
     m = rec["metrics"]
