@@ -43,7 +43,8 @@ def _parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="train digits target + evaluator, run MI-Face, write results")
     d.add_argument("--out", default="runs/demo")
-    d.add_argument("--chains", type=int, default=1024, help="chains in total over the 10 classes (rounded up to a multiple of 10)")
+    d.add_argument("--chains", type=int, default=1024,
+                   help="chains in total over the 10 classes (rounded up to a multiple of 10)")
     d.add_argument("--steps", type=int, default=None)
     d.add_argument("--seed", type=int, default=0)
 
