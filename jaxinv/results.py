@@ -117,11 +117,30 @@ def write_run(out: str | Path, record: dict[str, Any], arrays: dict[str, np.ndar
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    _atomic_write(out / "reconstructions.npz", lambda f: np.savez_compressed(f, **arrays))
+    write_npz(out / "reconstructions.npz", arrays)
     save_grid(out / "grid.png", arrays["x"])
+    return write_json(out / "results.json", record)
+
+
+def write_json(path: str | Path, record: dict[str, Any]) -> Path:
+    """Write ``record`` as indented JSON, atomically (NumPy values become plain ones).
+
+    Example:
+        >>> write_json("runs/demo/mi-face/results.json", record)
+    """
     text = json.dumps(record, indent=2, default=_json_default).encode()
-    _atomic_write(out / "results.json", lambda f: f.write(text))
-    return out / "results.json"
+    _atomic_write(Path(path), lambda f: f.write(text))
+    return Path(path)
+
+
+def write_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
+    """Write ``arrays`` as a compressed ``.npz``, atomically.
+
+    Example:
+        >>> write_npz("runs/demo/mi-face/per_sample.npz", {"score": score})
+    """
+    _atomic_write(Path(path), lambda f: np.savez_compressed(f, **arrays))
+    return Path(path)
 
 
 def _json_default(o):

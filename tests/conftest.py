@@ -3,7 +3,20 @@
 import os
 from pathlib import Path
 
+import pytest
+
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 _shared = Path(__file__).resolve().parents[2] / "shared" / "data"
 if "JAXINV_DATA_DIR" not in os.environ and _shared.is_dir():
     os.environ["JAXINV_DATA_DIR"] = str(_shared)
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory):
+    """A digits target (cnn) and evaluation classifier (mlp), trained once per worker."""
+    from jaxinv.train import fit
+
+    root = tmp_path_factory.mktemp("models")
+    fit("digits", "cnn", root / "target", epochs=8, progress=False)
+    fit("digits", "mlp", root / "evaluator", epochs=20, progress=False)
+    return root

@@ -9,18 +9,9 @@ import pytest
 
 from jaxinv.cli import main
 from jaxinv.invert import invert
-from jaxinv.train import fit
 
 REQUIRED = ("attack_acc_top1", "attack_acc_top5", "init_acc_top1", "target_confidence",
             "per_class")
-
-
-@pytest.fixture(scope="session")
-def models(tmp_path_factory):
-    root = tmp_path_factory.mktemp("models")
-    fit("digits", "cnn", root / "target", epochs=8, progress=False)
-    fit("digits", "mlp", root / "evaluator", epochs=20, progress=False)
-    return root
 
 
 def test_mi_face_recovers_classes_random_inits_do_not(models, tmp_path):

@@ -1,0 +1,80 @@
+"""`jaxinv evaluate` end to end on a digits MI-Face run: reconstructions leak, noise does not."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from jaxinv.cli import main
+from jaxinv.evaluate import evaluate
+from jaxinv.invert import invert
+
+KEYS = ("knn_dist", "feature_dist", "fid_eval", "precision", "recall", "density", "coverage",
+        "psnr", "ssim", "per_sample", "per_class_eval")
+
+
+@pytest.fixture(scope="module")
+def run(models, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "mi-face"
+    invert("mi-face", models / "target", models / "evaluator", out, chains=12, steps=150,
+           options={"loss": "neg_log_p", "init": "random", "init_range": (0.0, 0.25),
+                    "lr": 0.05, "tv": 0.05}, progress=False)
+    return out
+
+
+def _variant(run, dest, x):
+    shutil.copytree(run, dest)
+    rec = dict(np.load(dest / "reconstructions.npz"))
+    rec["x"] = x.astype(np.float32)
+    np.savez(dest / "reconstructions.npz", **rec)
+    return dest
+
+
+def test_reconstructions_are_closer_to_private_data_than_their_inits(models, run, tmp_path):
+    noise = _variant(run, tmp_path / "noise", np.load(run / "reconstructions.npz")["x_init"])
+    m = evaluate(run, models / "evaluator", "digits:train", progress=False)["metrics"]
+    m0 = evaluate(noise, models / "evaluator", "digits:train", progress=False)["metrics"]
+    assert all(k in m for k in KEYS)
+    assert m["knn_dist"] < 0.5 * m0["knn_dist"]
+    assert m["fid_eval"] < m0["fid_eval"]
+    assert m["psnr"] > m0["psnr"]
+    assert set(m["per_class_eval"]) == {str(c) for c in range(10)}
+    ps = np.load(run / "per_sample.npz")
+    assert ps["score"].shape == ps["labels"].shape == (1437,)  # digits train split
+    assert ps["exposed_x"].shape[1:] == ps["exposed_rec"].shape[1:] == (8, 8, 1)
+    assert list(ps["exposed_index"]) == m["per_sample"]["most_exposed"]
+
+
+def test_memorised_samples_are_found_exposed(models, run, tmp_path):
+    from jaxinv import data
+
+    xp, yp = data.load("digits", "train")
+    x = np.load(run / "reconstructions.npz")["x"].copy()  # [10, 12, 8, 8, 1]
+    leaked = []
+    for c in range(10):  # the attack "memorised" 3 training images of every class
+        idx = np.flatnonzero(yp == c)[:3]
+        x[c, :3] = np.clip(xp[idx] + 0.01, 0, 1)
+        leaked += list(idx)
+    leak = _variant(run, tmp_path / "leak", x)
+    m = evaluate(leak, models / "evaluator", "digits:train", progress=False)["metrics"]
+    score = np.load(leak / "per_sample.npz")["score"]
+    assert np.mean(score[leaked] > 0) >= 0.9  # copies are found
+    assert np.mean(np.delete(score, leaked) > 0) < 0.02  # almost nothing else is
+    assert m["per_sample"]["resilient_fraction"] < 1 - 27 / 1437
+
+
+def test_cli_evaluate_and_errors(models, run, tmp_path, capsys):
+    assert main(["evaluate", "--run", str(run), "--eval-model", str(models / "evaluator"),
+                 "--private", "digits:train"]) == 0
+    out = capsys.readouterr().out
+    assert "resilient" in out and "knn_dist" in out
+    assert "per_sample" in json.loads((run / "results.json").read_text())["metrics"]
+    assert main(["evaluate", "--run", str(tmp_path), "--eval-model", str(models / "evaluator"),
+                 "--private", "digits:train"]) == 2
+    assert "results.json is missing" in capsys.readouterr().err
+    assert main(["evaluate", "--run", str(run), "--eval-model", str(models / "evaluator"),
+                 "--private", "digits"]) == 2
+    assert "DATASET:SPLIT" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="images"):
+        evaluate(run, models / "evaluator", "mnist:test", progress=False)
