@@ -57,6 +57,14 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int, default=128)
     t.add_argument("--seed", type=int, default=0)
 
+    e = sub.add_parser("evaluate", help="add class- and sample-level leakage metrics to a run")
+    e.add_argument("--run", required=True, help="attack run directory (holds results.json)")
+    e.add_argument("--eval-model", required=True, help="work dir of the evaluation classifier")
+    e.add_argument("--private", required=True, help="private training set, DATASET:SPLIT")
+    e.add_argument("--k", type=int, default=5, help="neighbours for PRDC and ddcs_proxy radii")
+    e.add_argument("--correct-only", action="store_true",
+                   help="KNN distance over correctly classified reconstructions only")
+
     a = sub.add_parser("attack", help="invert every class of a target")
     asub = a.add_subparsers(dest="attack", required=True)
     m = asub.add_parser("mi-face", help="MI-Face (Fredrikson et al. 2015)")
@@ -80,6 +88,9 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--l2", type=float, default=0.0)
     m.add_argument("--process", default="identity",
                    choices=["identity", "denoise", "denoise+sharpen"])
+
+    r = sub.add_parser("report", help="write D/report.html, a self-contained audit of a run")
+    r.add_argument("run_dir", metavar="D", help="attack run directory (holds results.json)")
     return p
 
 
@@ -105,6 +116,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             clf = fit(args.dataset, args.arch, args.workdir, epochs=args.epochs, lr=args.lr,
                       batch_size=args.batch_size, seed=args.seed)
             print(f"test accuracy {clf.meta['test_accuracy']:.4f}; model in {args.workdir}")
+        elif args.cmd == "evaluate":
+            from jaxinv.evaluate import evaluate
+
+            m = evaluate(args.run, args.eval_model, args.private, k=args.k,
+                         correct_only=args.correct_only)["metrics"]
+            print(json.dumps({k: round(m[k], 4) for k in (
+                "attack_acc_top1", "knn_dist", "fid_eval", "precision", "recall", "density",
+                "coverage", "psnr", "ssim")}))
+            ps = m["per_sample"]
+            print(f"per sample ({args.private}): {ps['resilient_fraction']:.1%} resilient, "
+                  f"mean ddcs_proxy {ps['score_mean']:.4f}; most exposed: {ps['most_exposed']}")
+            print(f"metrics added to {args.run}/results.json; arrays in {args.run}/per_sample.npz")
         elif args.cmd == "attack":
             from jaxinv.invert import invert
 
@@ -117,6 +140,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(json.dumps({k: m[k] for k in ("attack_acc_top1", "attack_acc_top5",
                                                 "init_acc_top1", "target_confidence")}))
             print(f"results in {args.out}/results.json")
+        elif args.cmd == "report":
+            from jaxinv.report import write_report
+
+            print(write_report(args.run_dir))
     except (ValueError, FileNotFoundError, FloatingPointError) as e:
         print(f"jaxinv {args.cmd}: error: {e}", file=sys.stderr)
         return 2
