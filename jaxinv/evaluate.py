@@ -37,8 +37,10 @@ def evaluate(run: str | Path, eval_dir: str | Path, private: str, *, k: int = 5,
     per class then averaged), ``psnr``/``ssim`` (each reconstruction against its KNN
     private image), ``attack_acc_top1_std_over_chains``, ``per_class_eval`` and
     ``per_sample`` (``ddcs_proxy`` summary: ``resilient_fraction``, ``score_mean``,
-    ``most_exposed`` private indices). Writes ``run/per_sample.npz`` (per-sample arrays
-    and the most exposed images beside their nearest reconstructions).
+    ``most_exposed`` private indices, mean distance of each private sample to its nearest
+    same-class reconstruction in feature and in pixel space). Writes ``run/per_sample.npz``
+    (per-sample ``score``, ``dist`` (features), ``dist_pixel``, ``hits``, ``tau``, and the
+    most exposed images beside their nearest reconstructions).
 
     Example:
         >>> rec = evaluate("runs/demo/mi-face", "runs/demo/evaluator", "digits:train")
@@ -76,6 +78,7 @@ def evaluate(run: str | Path, eval_dir: str | Path, private: str, *, k: int = 5,
     knn_d2, match = metrics.nearest(fr, fp, query_labels=yr, ref_labels=yp, **kw)
     pr = metrics.prdc(fp, fr, k, real_labels=yp, fake_labels=yr, **kw)
     scores = metrics.ddcs_proxy(fp, yp, fr, yr, k=k, **kw)
+    pix_d2, _ = metrics.nearest(xp, xr, query_labels=yp, ref_labels=yr, desc="pixels", **kw)
     summary = metrics.summarize(scores, yp, TOP_EXPOSED)
     per_class = {}
     for c in y:
@@ -88,6 +91,8 @@ def evaluate(run: str | Path, eval_dir: str | Path, private: str, *, k: int = 5,
     del summary["per_class"]
     exposed = np.asarray(summary["most_exposed"], np.int64)
     summary["most_exposed"] = [int(priv_index[i]) for i in exposed]
+    summary["pixel_dist_mean"] = float(np.mean(np.sqrt(pix_d2)))
+    summary["feature_dist_mean"] = float(np.mean(scores.dist))
     summary.update(features="evaluation-classifier penultimate features", private=private,
                    definition="ddcs_proxy (SPECS 3; provisional DDCS)")
     sel = correct if correct_only else np.ones_like(correct)
@@ -111,7 +116,8 @@ def evaluate(run: str | Path, eval_dir: str | Path, private: str, *, k: int = 5,
                             "private_samples": len(xp), "reconstructions": len(xr),
                             "versions": results.versions()}
     near = scores.nearest_rec[exposed]
-    arrays = {"score": scores.score, "dist": scores.dist, "hits": scores.hits,
+    arrays = {"score": scores.score, "dist": scores.dist, "dist_pixel": np.sqrt(pix_d2),
+              "hits": scores.hits,
               "tau": scores.tau, "labels": yp, "private_index": priv_index,
               "exposed_index": priv_index[exposed], "exposed_x": xp[exposed],
               "exposed_rec": xr[near], "exposed_score": scores.score[exposed],

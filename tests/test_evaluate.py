@@ -44,6 +44,7 @@ def test_reconstructions_are_closer_to_private_data_than_their_inits(models, run
     assert ps["score"].shape == ps["labels"].shape == (1437,)  # digits train split
     assert ps["exposed_x"].shape[1:] == ps["exposed_rec"].shape[1:] == (8, 8, 1)
     assert list(ps["exposed_index"]) == m["per_sample"]["most_exposed"]
+    assert ps["dist_pixel"].shape == (1437,) and m["per_sample"]["pixel_dist_mean"] > 0
 
 
 def test_memorised_samples_are_found_exposed(models, run, tmp_path):
