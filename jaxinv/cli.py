@@ -64,6 +64,10 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--k", type=int, default=5, help="neighbours for PRDC and ddcs_proxy radii")
     e.add_argument("--correct-only", action="store_true",
                    help="KNN distance over correctly classified reconstructions only")
+    e.add_argument("--inception", default=None,
+                   help="Inception-v3 weights (.pth/.npz, pytorch-fid's) for fid_inception")
+    e.add_argument("--inception-max", type=int, default=2000,
+                   help="images of each set used for fid_inception")
 
     a = sub.add_parser("attack", help="invert every class of a target")
     asub = a.add_subparsers(dest="attack", required=True)
@@ -120,7 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from jaxinv.evaluate import evaluate
 
             m = evaluate(args.run, args.eval_model, args.private, k=args.k,
-                         correct_only=args.correct_only)["metrics"]
+                         correct_only=args.correct_only, inception=args.inception,
+                         inception_max=args.inception_max)["metrics"]
             print(json.dumps({k: round(m[k], 4) for k in (
                 "attack_acc_top1", "knn_dist", "fid_eval", "precision", "recall", "density",
                 "coverage", "psnr", "ssim")}))

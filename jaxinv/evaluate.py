@@ -25,7 +25,8 @@ def _private(spec: str, data_dir: str | Path | None) -> tuple[np.ndarray, np.nda
 
 
 def evaluate(run: str | Path, eval_dir: str | Path, private: str, *, k: int = 5,
-             correct_only: bool = False, data_dir: str | Path | None = None,
+             correct_only: bool = False, inception: str | Path | None = None,
+             inception_max: int = 2000, seed: int = 0, data_dir: str | Path | None = None,
              progress: bool = True) -> dict[str, Any]:
     """Compute leakage metrics of ``run``'s reconstructions against the private set.
 
@@ -36,6 +37,9 @@ def evaluate(run: str | Path, eval_dir: str | Path, private: str, *, k: int = 5,
     evaluation features), ``precision``/``recall``/``density``/``coverage`` (PRDC, k=``k``,
     per class then averaged), ``psnr``/``ssim`` (each reconstruction against its KNN
     private image), ``attack_acc_top1_std_over_chains``, ``per_class_eval`` and
+    ``fid_inception`` when ``inception`` names Inception-v3 weights (see
+    :mod:`jaxinv.models.inception`; at most ``inception_max`` images of each set, a
+    ``seed``-ed random subset, since 299x299 features are costly on CPU), and
     ``per_sample`` (``ddcs_proxy`` summary: ``resilient_fraction``, ``score_mean``,
     ``most_exposed`` private indices, mean distance of each private sample to its nearest
     same-class reconstruction in feature and in pixel space). Writes ``run/per_sample.npz``
@@ -48,6 +52,11 @@ def evaluate(run: str | Path, eval_dir: str | Path, private: str, *, k: int = 5,
     """
     from jaxinv.train import load_classifier
 
+    incep = None
+    if inception is not None:  # fail on a missing weights file before any work
+        from jaxinv.models.inception import inception_features, load_inception
+
+        incep = load_inception(inception)
     run = Path(run)
     res_path, rec_path = run / "results.json", run / "reconstructions.npz"
     for p in (res_path, rec_path):
@@ -111,6 +120,12 @@ def evaluate(run: str | Path, eval_dir: str | Path, private: str, *, k: int = 5,
         "per_class_eval": per_class,
         "per_sample": summary,
     })
+    if incep is not None:
+        rng = np.random.default_rng(seed)
+        pick = lambda a: a[np.sort(rng.permutation(len(a))[:inception_max])]
+        feats = [inception_features(pick(a), incep[1], incep[0]) for a in (xr, xp)]
+        m["fid_inception"] = metrics.fid(*feats)
+        m["fid_inception_samples"] = [len(f) for f in feats]
     record.setdefault("timing", {})["evaluate_s"] = round(time.perf_counter() - tic, 2)
     record["evaluation"] = {"eval_model": str(eval_dir), "private": private, "k": k,
                             "private_samples": len(xp), "reconstructions": len(xr),

@@ -79,3 +79,15 @@ def test_cli_evaluate_and_errors(models, run, tmp_path, capsys):
     assert "DATASET:SPLIT" in capsys.readouterr().err
     with pytest.raises(ValueError, match="images"):
         evaluate(run, models / "evaluator", "mnist:test", progress=False)
+
+
+def test_fid_inception_with_user_weights_and_missing_file(models, run, tmp_path):
+    from jaxinv.models import inception
+
+    weights = tmp_path / "incep.npz"
+    np.savez(weights, **inception.to_torch_state_dict(inception.random_variables(0)))
+    m = evaluate(run, models / "evaluator", "digits:train", inception=weights,
+                 inception_max=3, progress=False)["metrics"]
+    assert m["fid_inception_samples"] == [3, 3] and np.isfinite(m["fid_inception"])
+    with pytest.raises(FileNotFoundError, match="pt_inception"):
+        evaluate(run, models / "evaluator", "digits:train", inception=tmp_path / "no.pth")
