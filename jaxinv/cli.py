@@ -71,25 +71,37 @@ def _parser() -> argparse.ArgumentParser:
 
     a = sub.add_parser("attack", help="invert every class of a target")
     asub = a.add_subparsers(dest="attack", required=True)
-    m = asub.add_parser("mi-face", help="MI-Face (Fredrikson et al. 2015)")
-    m.add_argument("--target", required=True, help="work dir of the target model")
-    m.add_argument("--eval-model", required=True, help="work dir of the evaluation classifier")
-    m.add_argument("--chains", type=int, default=64, help="chains per class")
-    m.add_argument("--steps", type=int, default=1000)
-    m.add_argument("--out", required=True)
-    m.add_argument("--classes", type=_classes, default=None, help="e.g. 0,1,2 (default: all)")
-    m.add_argument("--seed", type=int, default=0)
-    m.add_argument("--chunk", type=int, default=None, help="max chains vmapped at once per device")
-    m.add_argument("--segment", type=int, default=None, help="steps between progress/checkpoints")
-    m.add_argument("--loss", choices=["one_minus_p", "neg_log_p"], default="one_minus_p")
-    m.add_argument("--lr", type=float, default=0.1)
-    m.add_argument("--init", choices=["zero", "random"], default="random")
-    m.add_argument("--init-range", type=_range, default=None,
-                   help="random init: uniform on LOW,HIGH (default: the pixel box 0,1)")
+    m = asub.add_parser("mi-face", help="MI-Face (Fredrikson et al. 2015), white-box")
+    z = asub.add_parser("zo", help="score-based zeroth-order inversion, black-box")
+    for q, loss, lr, rng in ((m, "one_minus_p", 0.1, None), (z, "neg_log_p", 0.05, (0, 0.25))):
+        q.add_argument("--target", required=True, help="work dir of the target model")
+        q.add_argument("--eval-model", required=True,
+                       help="work dir of the evaluation classifier")
+        q.add_argument("--chains", type=int, default=64, help="chains per class")
+        q.add_argument("--steps", type=int, default=1000)
+        q.add_argument("--out", required=True)
+        q.add_argument("--classes", type=_classes, default=None,
+                       help="e.g. 0,1,2 (default: all)")
+        q.add_argument("--seed", type=int, default=0)
+        q.add_argument("--chunk", type=int, default=None,
+                       help="max chains vmapped at once per device")
+        q.add_argument("--segment", type=int, default=None,
+                       help="steps between progress/checkpoints")
+        q.add_argument("--loss", choices=["one_minus_p", "neg_log_p"], default=loss)
+        q.add_argument("--lr", type=float, default=lr)
+        q.add_argument("--init", choices=["zero", "random"], default="random")
+        q.add_argument("--init-range", type=_range, default=rng,
+                       help="random init: uniform on LOW,HIGH")
+        q.add_argument("--tv", type=float, default=0.0)
+        q.add_argument("--l2", type=float, default=0.0)
+    z.add_argument("--estimator", choices=["nes", "spsa", "coordinate"], default="nes")
+    z.add_argument("--queries-per-step", type=int, default=50)
+    z.add_argument("--smoothing", type=float, default=0.01,
+                   help="NES sigma / SPSA c / finite-difference h")
+    z.add_argument("--budget", type=int, default=None, help="queries per chain")
+    z.add_argument("--defense", default="", help='output defenses, e.g. "round:2,topk:3"')
     m.add_argument("--beta", type=int, default=100)
     m.add_argument("--gamma", type=float, default=0.01)
-    m.add_argument("--tv", type=float, default=0.0)
-    m.add_argument("--l2", type=float, default=0.0)
     m.add_argument("--process", default="identity",
                    choices=["identity", "denoise", "denoise+sharpen"])
 
@@ -136,14 +148,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.cmd == "attack":
             from jaxinv.invert import invert
 
-            opts = {k: getattr(args, k) for k in
-                    ("loss", "lr", "init", "init_range", "beta", "gamma", "tv", "l2", "process")}
+            keys = ("loss", "lr", "init", "init_range", "tv", "l2") + (
+                ("beta", "gamma", "process") if args.attack == "mi-face" else
+                ("estimator", "queries_per_step", "smoothing", "budget", "defense"))
+            opts = {k: getattr(args, k) for k in keys}
+            if opts["init_range"] is None:
+                del opts["init_range"]
             rec = invert(args.attack, args.target, args.eval_model, args.out, chains=args.chains,
                          steps=args.steps, classes=args.classes, seed=args.seed, chunk=args.chunk,
                          segment=args.segment, options=opts)
             m = rec["metrics"]
             print(json.dumps({k: m[k] for k in ("attack_acc_top1", "attack_acc_top5",
-                                                "init_acc_top1", "target_confidence")}))
+                                                "init_acc_top1", "target_confidence",
+                                                "queries_total") if k in m}))
             print(f"results in {args.out}/results.json")
         elif args.cmd == "report":
             from jaxinv.report import write_report

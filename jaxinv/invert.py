@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from jaxinv import results
-from jaxinv.attacks import ATTACKS, priors
+from jaxinv import defenses, oracles, results
+from jaxinv.attacks import ATTACKS, BLACKBOX, priors
 from jaxinv.models import apply_logits
 from jaxinv.run import run_chains
 
@@ -35,21 +35,36 @@ def _jsonable(v: Any) -> Any:
     return repr(v)  # e.g. a user-supplied process function
 
 
+def _query_metrics(state: Any) -> dict[str, Any]:
+    """Black-box runs: queries used (total, mean per chain) and budget-exhausted chains."""
+    if not hasattr(state, "queries"):
+        return {}
+    q = np.asarray(state.queries)
+    return {"queries_total": int(q.sum()), "queries_per_chain": float(q.mean()),
+            "chains_budget_exhausted": int(np.asarray(state.budget_exhausted).sum())}
+
+
 def build_attack(name: str, target: Any, steps: int, options: dict[str, Any]):
     """Build a white-box attack kernel for ``target`` (a ``Classifier``) by name.
 
     Example:
         >>> attack = build_attack("mi-face", clf, 500, {"loss": "neg_log_p"})
     """
-    if name not in ATTACKS:
-        raise ValueError(f"unknown attack {name!r}; choose one of {sorted(ATTACKS)}")
+    if name not in ATTACKS and name not in BLACKBOX:
+        raise ValueError(f"unknown attack {name!r}; choose one of "
+                         f"{sorted([*ATTACKS, *BLACKBOX])}")
     options = dict(options)
+    shape = tuple(target.meta["input_shape"])
+    if name in BLACKBOX:  # the attacker sees the (defended) scores only
+        oracle = oracles.score(apply_logits(target.module),
+                               defenses.parse(options.pop("defense", "") or ""))
+        options.setdefault("max_steps", steps)
+        return BLACKBOX[name](oracle, shape, **options)
     process = options.pop("process", "identity")
     if isinstance(process, str):
         process = priors.get_process(process)
     options.setdefault("max_steps", steps)
-    return ATTACKS[name](apply_logits(target.module), tuple(target.meta["input_shape"]),
-                         process=process, **options)
+    return ATTACKS[name](apply_logits(target.module), shape, process=process, **options)
 
 
 def invert(
@@ -127,6 +142,7 @@ def invert(
             "target_confidence": conf["confidence"],
             "chains_failed": n_failed, "steps_run": res.steps_run,
             "per_class": per_class,
+            **_query_metrics(res.state),
         },
         "timing": timing,
     }
