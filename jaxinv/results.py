@@ -50,11 +50,12 @@ def topk_accuracy(logits: np.ndarray, y: np.ndarray, k: int) -> np.ndarray:
     return (top == y[..., None]).any(-1).astype(np.float64)
 
 
-def judge(classifier: Any, x: np.ndarray, y: np.ndarray, batch: int = 1024) -> dict[str, Any]:
+def judge(classifier: Any, x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
     """Attack accuracy of reconstructions ``x[T, N, H, W, C]`` for classes ``y[T]``.
 
-    ``classifier`` has ``logits(x)`` (a :class:`jaxinv.models.Classifier`): the
-    evaluation classifier for attack accuracy, or the target for its confidence.
+    ``classifier`` has ``logits(x)`` (a :class:`jaxinv.models.Classifier`, which batches
+    on the device): the evaluation classifier for attack accuracy, or the target for
+    its confidence.
 
     Example:
         >>> m = judge(evaluator, res.best_x, targets)
@@ -62,8 +63,7 @@ def judge(classifier: Any, x: np.ndarray, y: np.ndarray, batch: int = 1024) -> d
     """
     t, n = x.shape[:2]
     flat = x.reshape((t * n, *x.shape[2:]))
-    logits = np.concatenate([np.asarray(classifier.logits(flat[i:i + batch]))
-                             for i in range(0, len(flat), batch)]).reshape(t, n, -1)
+    logits = np.asarray(classifier.logits(flat)).reshape(t, n, -1)
     yy = np.broadcast_to(np.asarray(y)[:, None], (t, n))
     top1, top5 = topk_accuracy(logits, yy, 1), topk_accuracy(logits, yy, 5)
     z = logits - logits.max(-1, keepdims=True)

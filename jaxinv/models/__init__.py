@@ -111,8 +111,8 @@ class Classifier(NamedTuple):
         n = len(x)
         if n > batch and n % batch:  # pad the last chunk: one compiled shape
             x = np.concatenate([x, np.zeros((batch - n % batch, *x.shape[1:]), x.dtype)])
-        outs = [jax.device_get(_apply(self.module, self.variables, x[i:i + batch]))
-                for i in range(0, max(len(x), 1), batch)]
+        outs = jax.device_get([_apply(self.module, self.variables, x[i:i + batch])
+                               for i in range(0, max(len(x), 1), batch)])  # one host sync
         return tuple(np.concatenate(o)[:n] for o in zip(*outs, strict=True))
 
 
