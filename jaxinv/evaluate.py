@@ -79,7 +79,7 @@ def evaluate(run: str | Path, eval_dir: str | Path, private: str, *, k: int = 5,
     t, n = x.shape[:2]
     xr = x.reshape(t * n, *x.shape[2:])
     yr = np.repeat(y, n)
-    fr, logits = evaluator.features(xr), evaluator.logits(xr)
+    logits, fr = evaluator.outputs(xr)
     fp = evaluator.features(xp)
     correct = np.argmax(logits, -1) == yr
     kw = {"progress": progress}

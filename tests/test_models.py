@@ -125,6 +125,9 @@ def test_classifier_batched_and_pure_apply():
     logits, feats = clf.logits(x), clf.features(x)
     assert isinstance(logits, np.ndarray) and logits.shape == (5, 10) and feats.shape == (5, 8)
     np.testing.assert_allclose(clf.logits(x, batch=2), logits, rtol=1e-6, atol=1e-6)
+    both = clf.outputs(x)
+    np.testing.assert_array_equal(both[0], logits)
+    np.testing.assert_array_equal(both[1], feats)
     f = apply_logits(clf.module)
     assert f is apply_logits(clf.module)  # cached: kernels built twice share it
     np.testing.assert_allclose(jax.jit(f)(clf.variables, x), logits, rtol=1e-6, atol=1e-6)

@@ -105,6 +105,10 @@ class Classifier(NamedTuple):
         """Eval-mode penultimate features ``[N, D]`` (host in, host out)."""
         return self._run(x, batch)[1]
 
+    def outputs(self, x: np.ndarray, batch: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+        """Eval-mode ``(logits [N, K], features [N, D])`` from one forward pass."""
+        return self._run(x, batch)
+
     def _run(self, x: np.ndarray, batch: int) -> tuple[np.ndarray, np.ndarray]:
         x = np.asarray(x, np.float32)
         check_input(self.meta, x.shape)
