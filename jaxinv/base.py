@@ -17,6 +17,11 @@ Conventions the driver relies on:
   (bool scalar) freezes the chain once its stopping rule fires.
 * ``Info`` is a NamedTuple of per-step scalars; it must hold ``loss`` and may
   hold ``confidence`` (target-class probability), shown by the progress bar.
+
+Black-box attacks are written in ask/tell form, :class:`BlackBox`, so the same kernel
+runs in-process (:func:`as_attack` wraps it with an in-jit oracle into an ``Attack``)
+and against a remote API (:func:`jaxinv.remote.run_remote` sends ``ask``'s queries over
+HTTP and feeds the answers to ``tell``).
 """
 
 from __future__ import annotations
@@ -42,6 +47,57 @@ class Attack(NamedTuple):
 
     init: Callable[[jax.Array, jax.Array, Env], PyTree]
     step: Callable[[jax.Array, PyTree, Env], tuple[PyTree, PyTree]]
+
+
+class BlackBox(NamedTuple):
+    """A black-box attack in ask/tell form, pure functions on ONE chain.
+
+    * ``init(key, target) -> State``: makes no query;
+    * ``ask(key, state) -> queries [num_queries, *input_shape]``;
+    * ``tell(key, state, responses) -> (State, Info)`` with the SAME ``key`` as ``ask``
+      (so ``tell`` can redraw the directions ``ask`` used) and ``responses`` what an oracle
+      of ``kind`` returns for the queries: probabilities ``[Q, K]`` (``"score"``) or int32
+      labels ``[Q]`` (``"label"``).
+
+    ``State`` follows the ``Attack`` conventions plus ``queries`` (int32, answered so far)
+    and ``budget_exhausted``; ``tell`` sets ``done`` when the next step would overspend,
+    so a driver sends queries only for chains that are not ``done``.
+
+    Example:
+        >>> bb = zo_inversion((8, 8, 1), queries_per_step=20)
+        >>> s = bb.init(key, jnp.int32(3))
+        >>> s, info = bb.tell(key, s, oracle.query(k2, env, bb.ask(key, s)))
+    """
+
+    init: Callable[[jax.Array, jax.Array], PyTree]
+    ask: Callable[[jax.Array, PyTree], jax.Array]
+    tell: Callable[[jax.Array, PyTree, jax.Array], tuple[PyTree, PyTree]]
+    kind: str
+    num_queries: int
+
+
+def as_attack(blackbox: BlackBox, oracle: Any) -> Attack:
+    """The in-process ``Attack`` of a black-box kernel: ``ask``, query ``oracle``, ``tell``.
+
+    Example:
+        >>> attack = as_attack(zo_inversion((8, 8, 1)), oracles.score(apply_logits(module)))
+        >>> res = run_chains(attack, jnp.arange(10), variables, chains=8, steps=100)
+    """
+    if not isinstance(blackbox, BlackBox):
+        raise TypeError(f"as_attack wants a BlackBox (ask/tell kernel), got {blackbox!r}")
+    if oracle.kind != blackbox.kind:
+        raise ValueError(f"this attack needs a {blackbox.kind!r} oracle, got kind "
+                         f"{oracle.kind!r}")
+
+    def init(key: jax.Array, target: jax.Array, env: Env) -> PyTree:
+        return blackbox.init(key, target)
+
+    def step(key: jax.Array, state: PyTree, env: Env) -> tuple[PyTree, PyTree]:
+        k_ask, k_query = jax.random.split(key)
+        responses = oracle.query(k_query, env, blackbox.ask(k_ask, state))
+        return blackbox.tell(k_ask, state, responses)
+
+    return Attack(init, step)
 
 
 def check_state(state: PyTree) -> None:

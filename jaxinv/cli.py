@@ -3,6 +3,9 @@
     jaxinv demo --out runs/demo
     jaxinv train --dataset digits --arch cnn --workdir runs/digits_cnn
     jaxinv attack mi-face --target W --eval-model W2 --chains N --steps S --out D
+    jaxinv serve --target W --defense "round:2,topk:3" --port 8000
+    jaxinv attack zo --remote http://127.0.0.1:8000 --eval-model W2 --out D
+    jaxinv defend-matrix --target W --eval-model W2 --out D
 """
 
 from __future__ import annotations
@@ -11,6 +14,9 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+
+from jaxinv.client import RemoteError
 
 
 def _range(text: str) -> tuple[float, float]:
@@ -73,8 +79,20 @@ def _parser() -> argparse.ArgumentParser:
     asub = a.add_subparsers(dest="attack", required=True)
     m = asub.add_parser("mi-face", help="MI-Face (Fredrikson et al. 2015), white-box")
     z = asub.add_parser("zo", help="score-based zeroth-order inversion, black-box")
-    for q, loss, lr, rng in ((m, "one_minus_p", 0.1, None), (z, "neg_log_p", 0.05, (0, 0.25))):
-        q.add_argument("--target", required=True, help="work dir of the target model")
+    b = asub.add_parser("label-only", help="label-only boundary repulsion (BREP-MI style)")
+    for q, loss, lr, rng in ((m, "one_minus_p", 0.1, None), (z, "neg_log_p", 0.05, (0, 0.25)),
+                             (b, None, None, (0, 0.5))):
+        black = q is not m
+        where = q.add_mutually_exclusive_group(required=True) if black else q
+        where.add_argument("--target", required=not black, help="work dir of the target model")
+        if black:
+            where.add_argument("--remote", metavar="URL",
+                               help="attack a `jaxinv serve` endpoint over HTTP instead")
+            q.add_argument("--http-batch", type=int, default=1024,
+                           help="--remote: images per HTTP request")
+            q.add_argument("--retries", type=int, default=8,
+                           help="--remote: attempts per request on errors (with back-off)")
+            q.add_argument("--client-id", default=None, help="--remote: X-Client-Id header")
         q.add_argument("--eval-model", required=True,
                        help="work dir of the evaluation classifier")
         q.add_argument("--chains", type=int, default=64, help="chains per class")
@@ -87,23 +105,68 @@ def _parser() -> argparse.ArgumentParser:
                        help="max chains vmapped at once per device")
         q.add_argument("--segment", type=int, default=None,
                        help="steps between progress/checkpoints")
-        q.add_argument("--loss", choices=["one_minus_p", "neg_log_p"], default=loss)
-        q.add_argument("--lr", type=float, default=lr)
-        q.add_argument("--init", choices=["zero", "random"], default="random")
+        if loss:
+            q.add_argument("--loss", choices=["one_minus_p", "neg_log_p"], default=loss)
+            q.add_argument("--lr", type=float, default=lr)
+            q.add_argument("--init", choices=["zero", "random"], default="random")
         q.add_argument("--init-range", type=_range, default=rng,
-                       help="random init: uniform on LOW,HIGH")
+                       help="random init / start search: uniform on LOW,HIGH")
         q.add_argument("--tv", type=float, default=0.0)
         q.add_argument("--l2", type=float, default=0.0)
+        if black:
+            q.add_argument("--budget", type=int, default=None, help="queries per chain")
+            q.add_argument("--defense", default="",
+                           help='output defenses of the in-process target, e.g. '
+                                '"round:2,topk:3" (a --remote server applies its own)')
     z.add_argument("--estimator", choices=["nes", "spsa", "coordinate"], default="nes")
     z.add_argument("--queries-per-step", type=int, default=50)
     z.add_argument("--smoothing", type=float, default=0.01,
                    help="NES sigma / SPSA c / finite-difference h")
-    z.add_argument("--budget", type=int, default=None, help="queries per chain")
-    z.add_argument("--defense", default="", help='output defenses, e.g. "round:2,topk:3"')
+    b.add_argument("--spheres", type=int, default=32, help="sphere points per step (N)")
+    b.add_argument("--radius", type=float, default=1.0, help="initial sphere radius (L2)")
+    b.add_argument("--growth", type=float, default=1.3)
+    b.add_argument("--threshold", type=float, default=0.75)
+    b.add_argument("--max-step", type=float, default=3.0)
+    b.add_argument("--patience", type=int, default=1000)
+    b.add_argument("--start", choices=["blobs", "uniform", "normal"], default="blobs")
+    b.add_argument("--no-normalize", dest="normalize", action="store_false",
+                   help="BREP's raw step length instead of unit-norm repulsion steps")
     m.add_argument("--beta", type=int, default=100)
     m.add_argument("--gamma", type=float, default=0.01)
     m.add_argument("--process", default="identity",
                    choices=["identity", "denoise", "denoise+sharpen"])
+
+    v = sub.add_parser("serve", help="serve a trained model over HTTP (a victim API)")
+    v.add_argument("--target", required=True, help="work dir of the model to serve")
+    v.add_argument("--defense", default="", help='output defenses, e.g. "round:2,topk:3"')
+    v.add_argument("--host", default="127.0.0.1")
+    v.add_argument("--port", type=int, default=8000)
+    v.add_argument("--max-batch", type=int, default=1024, help="images per request")
+    v.add_argument("--rate-limit", type=float, default=None,
+                   help="per-client queries (images) per second")
+    v.add_argument("--burst", type=int, default=None, help="rate-limit bucket size")
+    v.add_argument("--monitor", action="store_true",
+                   help="flag clients whose queries are mostly near-duplicates")
+    v.add_argument("--refuse-flagged", action="store_true",
+                   help="answer flagged clients with 403 (implies --monitor)")
+    v.add_argument("--seed", type=int, default=0)
+
+    dm = sub.add_parser("defend-matrix",
+                        help="black-box attacks x output defenses: attack success vs utility")
+    dm.add_argument("--target", required=True)
+    dm.add_argument("--eval-model", required=True)
+    dm.add_argument("--out", required=True)
+    dm.add_argument("--defenses", default=None,
+                    help='";"-separated defense chains (default: none;round:1;topk:1;label;'
+                         'noise:0.1)')
+    dm.add_argument("--attacks", default="zo,label-only")
+    dm.add_argument("--chains", type=int, default=8, help="chains per class")
+    dm.add_argument("--steps", type=int, default=300)
+    dm.add_argument("--options", default=None,
+                    help='JSON {attack: {option: value}}, e.g. \'{"zo": {"tv": 2.0}}\'')
+    dm.add_argument("--classes", type=_classes, default=None)
+    dm.add_argument("--chunk", type=int, default=None)
+    dm.add_argument("--seed", type=int, default=0)
 
     r = sub.add_parser("report", help="write D/report.html, a self-contained audit of a run")
     r.add_argument("run_dir", metavar="D", help="attack run directory (holds results.json)")
@@ -148,26 +211,59 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.cmd == "attack":
             from jaxinv.invert import invert
 
-            keys = ("loss", "lr", "init", "init_range", "tv", "l2") + (
-                ("beta", "gamma", "process") if args.attack == "mi-face" else
-                ("estimator", "queries_per_step", "smoothing", "budget", "defense"))
+            keys = ("init_range", "tv", "l2") + {
+                "mi-face": ("loss", "lr", "init", "beta", "gamma", "process"),
+                "zo": ("loss", "lr", "init", "estimator", "queries_per_step", "smoothing",
+                       "budget", "defense"),
+                "label-only": ("spheres", "radius", "growth", "threshold", "max_step",
+                               "patience", "start", "normalize", "budget", "defense"),
+            }[args.attack]
             opts = {k: getattr(args, k) for k in keys}
             if opts["init_range"] is None:
                 del opts["init_range"]
             rec = invert(args.attack, args.target, args.eval_model, args.out, chains=args.chains,
                          steps=args.steps, classes=args.classes, seed=args.seed, chunk=args.chunk,
-                         segment=args.segment, options=opts)
+                         segment=args.segment, options=opts,
+                         remote=getattr(args, "remote", None),
+                         client_options=None if args.attack == "mi-face" else {
+                             "batch_size": args.http_batch, "retries": args.retries,
+                             "client_id": args.client_id})
             m = rec["metrics"]
             print(json.dumps({k: m[k] for k in ("attack_acc_top1", "attack_acc_top5",
                                                 "init_acc_top1", "target_confidence",
-                                                "queries_total") if k in m}))
+                                                "queries_total", "queries_per_chain") if k in m}))
             print(f"results in {args.out}/results.json")
+        elif args.cmd == "serve":
+            from jaxinv.serve import Monitor, serve
+
+            monitor = Monitor() if args.monitor or args.refuse_flagged else None
+            serve(args.target, args.defense, args.host, args.port, max_batch=args.max_batch,
+                  rate_limit=args.rate_limit, burst=args.burst, monitor=monitor,
+                  refuse_flagged=args.refuse_flagged, seed=args.seed)
+        elif args.cmd == "defend-matrix":
+            from jaxinv.defend import DEFENSES, defend_matrix
+
+            try:
+                options = json.loads(args.options) if args.options else {}
+            except json.JSONDecodeError as e:
+                raise ValueError(f"--options is not valid JSON: {e}") from None
+            ds = tuple(d.strip() for d in args.defenses.split(";")) if args.defenses \
+                else DEFENSES
+            rec = defend_matrix(args.target, args.eval_model, args.out, defense_list=ds,
+                                attacks=tuple(a.strip() for a in args.attacks.split(",")),
+                                chains=args.chains, steps=args.steps, options=options,
+                                classes=args.classes, seed=args.seed, chunk=args.chunk)
+            print((Path(args.out) / "defense_matrix.md").read_text(), end="")
+            print(f"matrix in {args.out}/defense_matrix.json and defense_matrix.md "
+                  f"({len(rec['rows'])} defenses)")
         elif args.cmd == "report":
             from jaxinv.report import write_report
 
             print(write_report(args.run_dir))
-    except (ValueError, FileNotFoundError, FloatingPointError) as e:
-        print(f"jaxinv {args.cmd}: error: {e}", file=sys.stderr)
+    except (ValueError, FileNotFoundError, FloatingPointError, ConnectionError,
+            RemoteError) as e:
+        notes = "".join(f"\n  {n}" for n in getattr(e, "__notes__", []))
+        print(f"jaxinv {args.cmd}: error: {e}{notes}", file=sys.stderr)
         return 2
     return 0
 

@@ -4,12 +4,13 @@ An :class:`Oracle` is ``query(key, env, x[B, H, W, C]) -> response`` plus its ``
 (the threat model). Attacks call it inside their jitted ``step`` on a batch of inputs of
 ONE chain; ``env`` carries the model variables, ``key`` drives randomised defenses.
 
-Query budgets are per chain and exact. A black-box attack keeps ``queries`` (an int32
-scalar) in its ``State`` and, every step, calls
-``allowed, queries = spend(state.queries, n, budget)`` with ``n`` the queries the step
-makes. When not ``allowed`` it returns the old state unchanged except for
-``budget_exhausted = True`` and ``done = True`` (``tree_where(allowed, new, frozen)``),
-so a chain never uses more than ``budget`` queries and the count stays exact.
+Black-box attacks do not call an oracle themselves: they are ask/tell kernels
+(:class:`jaxinv.base.BlackBox`), and :func:`jaxinv.base.as_attack` puts an oracle
+between ``ask`` and ``tell`` for in-process runs (an HTTP client takes its place for
+remote ones, :func:`jaxinv.remote.run_remote`). Query budgets are per chain and exact:
+a kernel counts ``queries`` in its ``State`` and sets ``done`` when the next step would
+overspend. :func:`spend` is the same rule for kernels that call an oracle inside
+``step``.
 
 Example:
     >>> oracle = score(apply_logits(module), defense=defenses.parse("topk:3"))

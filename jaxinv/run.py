@@ -99,6 +99,12 @@ def _put(tree: PyTree, sharding: NamedSharding) -> PyTree:
 def _chain_step(attack: Attack, key: jax.Array, carry: Carry, t: jax.Array, env: Any):
     """One step of one chain, with freezing of finished/non-finite chains."""
     new_state, info = attack.step(jax.random.fold_in(key, t), carry.state, env)
+    return accept(carry, new_state), info
+
+
+def accept(carry: Carry, new_state: PyTree) -> Carry:
+    """Take a chain's new state unless it is done or failed; track its best iterate and
+    freeze it (``failed``) if the new state is non-finite."""
     done = getattr(carry.state, "done", jnp.bool_(False))
     finite = healthy(new_state)
     active = ~carry.failed & ~done
@@ -108,7 +114,7 @@ def _chain_step(attack: Attack, key: jax.Array, carry: Carry, t: jax.Array, env:
     best_x = jnp.where(improved, new_state.x, carry.best_x)
     best_loss = jnp.where(improved, new_state.loss, carry.best_loss)
     failed = carry.failed | (active & ~finite)
-    return Carry(state, best_x, best_loss, failed), info
+    return Carry(state, best_x, best_loss, failed)
 
 
 def _init_carry(attack: Attack, key: jax.Array, target: jax.Array, env: Any) -> Carry:

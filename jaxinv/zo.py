@@ -8,6 +8,10 @@ An estimator is a pure function ``estimator(key, f, x) -> (g, num_queries)``:
 - ``num_queries`` is a static Python int: the batch size sent to ``f``. It is also known before
   any call as :func:`num_queries` ``(estimator)``, so drivers can budget outside jit.
 
+Each estimator also comes in ask/tell halves, for oracles outside jit (an HTTP API):
+``estimator.points(key, x) -> pts[num_queries, *shape]`` and
+``estimator.combine(key, x, f(pts)) -> g``; the estimator is ``combine(key, x, f(points(key, x)))``.
+
 Estimators are built by factories that close over static settings (``nes``, ``spsa``,
 ``coordinate``; or ``get(name, **kw)``). They contain no Python loop over directions, no host
 sync, and compose with ``jit`` and ``vmap`` (over chains: keys ``[N]``, points ``[N, ...]``).
@@ -35,22 +39,41 @@ def _check(n: int, step: float, step_name: str, pairs: bool) -> None:
         raise ValueError(f"{step_name}: expected a float > 0, got {step!r}")
 
 
-def _finish(fn: Callable, queries: int, name: str) -> Estimator:
-    fn.num_queries = queries  # type: ignore[attr-defined]
-    fn.__name__ = fn.__qualname__ = name
-    return fn
+def _finish(points: Callable, combine: Callable, queries: int, name: str) -> Estimator:
+    def estimate(key: Array, f: Callable, x: Array) -> tuple[Array, int]:
+        return combine(key, x, f(points(key, x))), queries
+
+    estimate.num_queries = queries  # type: ignore[attr-defined]
+    estimate.points = points  # type: ignore[attr-defined]
+    estimate.combine = combine  # type: ignore[attr-defined]
+    estimate.__name__ = estimate.__qualname__ = name
+    return estimate
 
 
-def _pairs(f: Callable, x: Array, dirs: Array, step: float) -> Array:
-    """One call of ``f`` on ``[x + step*dirs; x - step*dirs]``; returns the differences ``[m]``."""
-    pts = jnp.concatenate([x + step * dirs, x - step * dirs])
-    v = jnp.asarray(f(pts)).astype(jnp.float32).reshape(2, dirs.shape[0])
-    return v[0] - v[1]
+def _values(v: Array, n: int) -> Array:
+    return jnp.asarray(v).astype(jnp.float32).reshape(n)
 
 
 def _weigh(w: Array, dirs: Array) -> Array:
     """``sum_i w_i dirs_i`` for ``w [m]``, ``dirs [m, *shape]``."""
     return jnp.tensordot(w, dirs, axes=1)
+
+
+def _antithetic(draw: Callable, step: float, scale: Callable, n: int, name: str) -> Estimator:
+    """Estimators on ``[x + step*d_i; x - step*d_i]``: ``g = sum_i scale(x) (f+ - f-) d_i``."""
+
+    def points(key: Array, x: Array) -> Array:
+        x32 = jnp.asarray(x, jnp.float32)
+        d = draw(key, x32)
+        return jnp.concatenate([x32 + step * d, x32 - step * d])
+
+    def combine(key: Array, x: Array, values: Array) -> Array:
+        x32 = jnp.asarray(x, jnp.float32)
+        d = draw(key, x32)
+        v = _values(values, n).reshape(2, n // 2)
+        return _weigh((v[0] - v[1]) * scale(x32), d).astype(jnp.result_type(x))
+
+    return _finish(points, combine, n, name)
 
 
 def nes(n: int, sigma: float, antithetic: bool = True) -> Estimator:
@@ -66,18 +89,20 @@ def nes(n: int, sigma: float, antithetic: bool = True) -> Estimator:
     """
     _check(n, sigma, "sigma", pairs=antithetic)
     m = n // 2 if antithetic else n
+    draw = lambda key, x: jax.random.normal(key, (m, *x.shape), jnp.float32)
+    if antithetic:
+        return _antithetic(draw, sigma, lambda x: 1.0 / (2.0 * sigma * m), n, "nes")
 
-    def estimate(key: Array, f: Callable, x: Array) -> tuple[Array, int]:
+    def points(key: Array, x: Array) -> Array:
         x32 = jnp.asarray(x, jnp.float32)
-        u = jax.random.normal(key, (m, *x32.shape), jnp.float32)
-        if antithetic:
-            w = _pairs(f, x32, u, sigma) / (2.0 * sigma * m)
-        else:
-            v = jnp.asarray(f(jnp.concatenate([x32 + sigma * u, x32[None]]))).astype(jnp.float32)
-            w = (v[:m] - v[m]) / (sigma * m)
-        return _weigh(w, u).astype(jnp.result_type(x)), n + (not antithetic)
+        return jnp.concatenate([x32 + sigma * draw(key, x32), x32[None]])
 
-    return _finish(estimate, n + (not antithetic), "nes")
+    def combine(key: Array, x: Array, values: Array) -> Array:
+        x32 = jnp.asarray(x, jnp.float32)
+        v = _values(values, n + 1)
+        return _weigh((v[:m] - v[m]) / (sigma * m), draw(key, x32)).astype(jnp.result_type(x))
+
+    return _finish(points, combine, n + 1, "nes")
 
 
 def spsa(n: int, c: float) -> Estimator:
@@ -90,14 +115,8 @@ def spsa(n: int, c: float) -> Estimator:
     """
     _check(n, c, "c", pairs=True)
     m = n // 2
-
-    def estimate(key: Array, f: Callable, x: Array) -> tuple[Array, int]:
-        x32 = jnp.asarray(x, jnp.float32)
-        d = jax.random.rademacher(key, (m, *x32.shape), jnp.float32)
-        w = _pairs(f, x32, d, c) / (2.0 * c * m)
-        return _weigh(w, d).astype(jnp.result_type(x)), n
-
-    return _finish(estimate, n, "spsa")
+    draw = lambda key, x: jax.random.rademacher(key, (m, *x.shape), jnp.float32)
+    return _antithetic(draw, c, lambda x: 1.0 / (2.0 * c * m), n, "spsa")
 
 
 def coordinate(n: int, h: float) -> Estimator:
@@ -114,18 +133,14 @@ def coordinate(n: int, h: float) -> Estimator:
     _check(n, h, "h", pairs=True)
     m = n // 2
 
-    def estimate(key: Array, f: Callable, x: Array) -> tuple[Array, int]:
-        x32 = jnp.asarray(x, jnp.float32)
-        size = x32.size
-        if m > size:
-            raise ValueError(f"n: expected n/2 <= x.size = {size} (coordinates drawn without "
+    def draw(key: Array, x: Array) -> Array:
+        if m > x.size:
+            raise ValueError(f"n: expected n/2 <= x.size = {x.size} (coordinates drawn without "
                              f"replacement), got n={n}")
-        idx = jax.random.choice(key, size, (m,), replace=False)
-        e = jax.nn.one_hot(idx, size, dtype=jnp.float32).reshape(m, *x32.shape)
-        w = _pairs(f, x32, e, h) * (size / (2.0 * h * m))
-        return _weigh(w, e).astype(jnp.result_type(x)), n
+        idx = jax.random.choice(key, x.size, (m,), replace=False)
+        return jax.nn.one_hot(idx, x.size, dtype=jnp.float32).reshape(m, *x.shape)
 
-    return _finish(estimate, n, "coordinate")
+    return _antithetic(draw, h, lambda x: x.size / (2.0 * h * m), n, "coordinate")
 
 
 ESTIMATORS: dict[str, Callable[..., Estimator]] = {

@@ -9,6 +9,8 @@ from toy import linear_apply, linear_env
 
 from jaxinv import defenses, oracles, results
 from jaxinv.attacks.zo_inversion import zo_inversion
+from jaxinv.base import as_attack
+from jaxinv.remote import run_remote
 from jaxinv.run import run_chains
 
 ENV = linear_env()
@@ -18,7 +20,7 @@ KEY = jax.random.key(0)
 def make(defense=None, **kw):
     args = dict(queries_per_step=20, smoothing=0.01, lr=0.05, max_steps=50)
     args.update(kw)
-    return zo_inversion(oracles.score(linear_apply, defense), (8, 8, 1), **args)
+    return as_attack(zo_inversion((8, 8, 1), **args), oracles.score(linear_apply, defense))
 
 
 def test_step_preserves_shapes_dtypes_and_is_pure():
@@ -29,14 +31,14 @@ def test_step_preserves_shapes_dtypes_and_is_pure():
     chex.assert_trees_all_equal(s1, attack.step(KEY, s0, ENV)[0])
     chex.assert_trees_all_close(s1, jax.jit(attack.step)(KEY, s0, ENV)[0], rtol=1e-5,
                                 atol=1e-6)
-    assert int(s0.queries) == 1 and int(s1.queries) == 1 + 21 and int(info.queries) == 22
+    assert int(s0.queries) == 0 and int(s1.queries) == 21 and int(info.queries) == 21
 
 
 def test_budget_is_respected_exactly():
-    budget = 1 + 3 * 21 + 10  # the initial query, 3 steps, and too little for a 4th
+    budget = 3 * 21 + 10  # 3 steps, and too little for a 4th
     res = run_chains(make(budget=budget), np.arange(2), ENV, chains=3, steps=10, segment=5,
                      progress=False)
-    assert (res.state.queries == 1 + 3 * 21).all()
+    assert (res.state.queries == 3 * 21).all()
     assert res.state.budget_exhausted.all() and res.state.done.all()
     with pytest.raises(ValueError, match="budget"):
         make(budget=5)
@@ -51,7 +53,7 @@ def test_runs_against_any_defense_chain():
 
 def test_bad_arguments():
     with pytest.raises(ValueError, match="score"):
-        zo_inversion(oracles.label(linear_apply), (8, 8, 1))
+        as_attack(zo_inversion((8, 8, 1)), oracles.label(linear_apply))
     with pytest.raises(ValueError, match="loss"):
         make(loss="bogus")
     with pytest.raises(ValueError, match=r"estimator|unknown"):
@@ -63,15 +65,15 @@ def test_recovers_classes_random_inits_do_not(models):
     from jaxinv.train import load_classifier
 
     target, evaluator = (load_classifier(models / n) for n in ("target", "evaluator"))
-    attack = zo_inversion(oracles.score(apply_logits(target.module)), (8, 8, 1),
-                          queries_per_step=40, smoothing=0.05, lr=0.05, max_steps=150,
-                          tv=0.05)
+    bb = zo_inversion((8, 8, 1), queries_per_step=40, smoothing=0.05, lr=0.05, max_steps=150,
+                      tv=0.05)
+    attack = as_attack(bb, oracles.score(apply_logits(target.module)))
     res = run_chains(attack, np.arange(10), target.variables, chains=6, steps=150,
                      progress=False)
     after = results.judge(evaluator, res.best_x, np.arange(10))["top1"]
     before = results.judge(evaluator, res.x_init, np.arange(10))["top1"]
     assert before < 0.3 and after > before + 0.4, (before, after)
-    assert (res.state.queries == 1 + 150 * 41).all()
+    assert (res.state.queries == 150 * 41).all()
 
 
 def test_cli_zo_writes_query_counts(models, tmp_path):
@@ -85,8 +87,65 @@ def test_cli_zo_writes_query_counts(models, tmp_path):
                  "--queries-per-step", "10", "--budget", "45", "--defense", "round:2,topk:3",
                  "--classes", "0,1"]) == 0
     m = json.loads((out / "results.json").read_text())["metrics"]
-    # 1 initial query + 4 steps of 11 = 45: the 5th step would overspend
-    assert m["queries_total"] == 4 * 45 and m["queries_per_chain"] == 45
+    # 4 steps of 11 = 44: the 5th step would overspend
+    assert m["queries_total"] == 4 * 44 and m["queries_per_chain"] == 44
     assert m["chains_budget_exhausted"] == 4
     assert json.loads((out / "results.json").read_text())["config"]["options"]["defense"] == \
         "round:2,topk:3"
+
+
+def test_ask_tell_round_trip_equals_the_in_process_step():
+    bb = zo_inversion((8, 8, 1), queries_per_step=20, tv=0.1)
+    oracle = oracles.score(linear_apply, defenses.parse("round:3"))
+    s0 = bb.init(KEY, jnp.int32(2))
+    k_ask, k_query = jax.random.split(KEY)
+    queries = bb.ask(k_ask, s0)
+    assert queries.shape == (bb.num_queries, 8, 8, 1) == (21, 8, 8, 1)
+    s1, _ = bb.tell(k_ask, s0, oracle.query(k_query, ENV, queries))
+    chex.assert_trees_all_equal(s1, as_attack(bb, oracle).step(KEY, s0, ENV)[0])
+    # host round trip (what an HTTP client does): numpy in, numpy out, same state
+    answers = np.asarray(oracle.query(k_query, ENV, np.asarray(queries)))
+    chex.assert_trees_all_close(bb.tell(k_ask, s0, jnp.asarray(answers))[0], s1)
+
+
+def test_run_remote_equals_run_chains_and_counts_queries(tmp_path):
+    bb = zo_inversion((8, 8, 1), queries_per_step=10, max_steps=6, budget=55)
+    oracle = oracles.score(linear_apply)
+    asked = []
+
+    def query(x):  # a host-side oracle, as an HTTP client is
+        asked.append(len(x))
+        return np.asarray(oracle.query(KEY, ENV, jnp.asarray(x)))
+
+    local = run_chains(as_attack(bb, oracle), np.arange(2), ENV, chains=3, steps=8,
+                       progress=False)
+    remote = run_remote(bb, query, np.arange(2), chains=3, steps=8, workdir=tmp_path / "ck",
+                        progress=False)
+    chex.assert_trees_all_close(remote.best_x, local.best_x, atol=1e-5)
+    np.testing.assert_array_equal(remote.state.queries, local.state.queries)
+    assert sum(asked) == remote.timing["queries_sent"] == int(remote.state.queries.sum())
+    assert (remote.state.queries == 5 * 11).all() and remote.state.budget_exhausted.all()
+
+
+def test_run_remote_keeps_the_state_on_an_outage_and_resumes(tmp_path):
+    bb = zo_inversion((8, 8, 1), queries_per_step=10, max_steps=10)
+    oracle = oracles.score(linear_apply)
+    calls = {"n": 0}
+
+    def flaky(x):
+        calls["n"] += 1
+        if calls["n"] == 7:
+            raise ConnectionError("server gone")
+        return np.asarray(oracle.query(KEY, ENV, jnp.asarray(x)))
+
+    kw = dict(chains=2, steps=10, segment=4, workdir=tmp_path / "ck", progress=False)
+    with pytest.raises(ConnectionError) as err:
+        run_remote(bb, flaky, np.arange(2), **kw)
+    assert "saved" in "".join(getattr(err.value, "__notes__", []))
+    resumed = run_remote(bb, flaky, np.arange(2), **kw)
+    fresh = run_remote(bb, lambda x: np.asarray(oracle.query(KEY, ENV, jnp.asarray(x))),
+                       np.arange(2), **{**kw, "workdir": tmp_path / "fresh"})
+    chex.assert_trees_all_close(resumed.state, fresh.state)
+    assert calls["n"] == 10 + 1  # 6 answered, 1 failed, then the 4 steps left
+    with pytest.raises(ValueError, match="oracle answered"):
+        run_remote(bb, lambda x: np.zeros((1, 10)), [0], chains=1, steps=2, progress=False)
