@@ -129,13 +129,12 @@ def run_remote(
 
     timing = {"oracle_s": 0.0, "device_s": 0.0, "queries_sent": 0}
 
-    def save():
+    def save():  # close the segment: its Info, and a checkpoint of the carry after step t
         nonlocal seg
-        if ckpt is not None and seg:
+        if seg:
             infos.append(jax.tree.map(lambda *a: np.stack(a), *seg))
-            ckpt.save(t, carry, chain_keys, infos[-1])
-        elif seg:
-            infos.append(jax.tree.map(lambda *a: np.stack(a), *seg))
+            if ckpt is not None:
+                ckpt.save(t, carry, chain_keys, infos[-1])
         seg = []
 
     bar = None

@@ -27,7 +27,7 @@ from jaxinv.attacks import priors
 from jaxinv.base import BlackBox
 
 LOSSES = ("neg_log_p", "one_minus_p")
-NOT_QUERIED = float(jnp.finfo(jnp.float32).max)  # State.loss before the first answer
+NOT_QUERIED = 1e9  # State.loss before the first answer (finite: the driver needs that)
 
 
 class ZOState(NamedTuple):
