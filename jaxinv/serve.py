@@ -370,7 +370,7 @@ def make_app(clf: Any, defense: str = "", *, max_batch: int = 1024,
             c = clients.setdefault(cid, _Client(tokens=float(burst or 0)))
         try:
             x, encoding = parse_request(c)
-        except _Fail:
+        except (_Fail, HTTPException):  # HTTPException: body over MAX_CONTENT_LENGTH
             with lock:
                 c.invalid += 1
             raise
@@ -442,9 +442,8 @@ def start_server(app: Any, host: str = "127.0.0.1",
     from werkzeug.serving import make_server
 
     server = make_server(host, port, app, threaded=True, request_handler=_quiet_handler())
-    thread = threading.Thread(target=server.serve_forever, args=(0.1,),
-                              name=f"jaxinv-serve-{server.port}",
-                              daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.1,), daemon=True,
+                              name=f"jaxinv-serve-{server.port}")
     thread.start()
     stopped = threading.Event()
 

@@ -114,12 +114,13 @@ def test_rate_limit(server, digits):
     assert requests.get(slow + "/stats", timeout=30).json()["clients"]["greedy"] == {
         "queries": 32, "refused": 0, "rate_limited": 1, "invalid": 0, "flagged": False,
         "hit_fraction": None}
-    url = server(rate_limit=200.0, burst=32, max_batch=32)
+    # 50 images/s: a second batch of 32 must wait ~0.64 s, far longer than a request takes
+    url = server(rate_limit=50.0, burst=32, max_batch=32)
     with HTTPOracle(url, batch_size=32, client_id="patient") as oracle:
-        assert oracle.query(digits[:320]).shape == (320, 10)
+        assert oracle.query(digits[:96]).shape == (96, 10)
         stats = oracle.stats()["clients"]
     assert oracle.retries > 0 and stats["patient"]["rate_limited"] == oracle.retries
-    assert stats["patient"]["queries"] == oracle.queries == 320
+    assert stats["patient"]["queries"] == oracle.queries == 96
 
 
 def flaky_app(failures):
