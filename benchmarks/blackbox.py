@@ -23,13 +23,13 @@ import numpy as np
 
 from jaxinv import defenses, oracles
 from jaxinv.attacks import zo_inversion
-from jaxinv.base import as_attack
-from jaxinv.client import HTTPOracle
+from jaxinv.core.protocol import as_attack
+from jaxinv.http.client import HTTPOracle
 from jaxinv.models import Classifier, apply_logits, create, init_variables
-from jaxinv.remote import run_remote
-from jaxinv.results import versions
-from jaxinv.run import run_chains
-from jaxinv.serve import make_app, start_server
+from jaxinv.core.remote import run_remote
+from jaxinv.evaluation.results import versions
+from jaxinv.core.driver import run_chains
+from jaxinv.http.serve import make_app, start_server
 
 SHAPE = (28, 28, 1)
 

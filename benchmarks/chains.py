@@ -25,8 +25,8 @@ import numpy as np
 
 from jaxinv.attacks import mi_face
 from jaxinv.models import create, init_variables
-from jaxinv.results import versions
-from jaxinv.run import run_chains
+from jaxinv.evaluation.results import versions
+from jaxinv.core.driver import run_chains
 
 SHAPE = (28, 28, 1)
 

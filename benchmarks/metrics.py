@@ -19,7 +19,7 @@ import jax
 import numpy as np
 
 from jaxinv import metrics
-from jaxinv.results import versions
+from jaxinv.evaluation.results import versions
 
 
 def main() -> None:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxinv import data, results
+from jaxinv import data
+from jaxinv.evaluation import results
 
 
 def main(argv=None) -> Path:

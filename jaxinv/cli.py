@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from jaxinv.client import RemoteError
+from jaxinv.attacks import registry
+from jaxinv.http.client import RemoteError
 
 
 def _range(text: str) -> tuple[float, float]:
@@ -35,6 +37,45 @@ def _classes(text: str | None) -> list[int] | None:
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"--classes wants comma-separated ints, got {text!r}") from None
+
+
+def _attack_parser(q: argparse.ArgumentParser, entry: registry.Entry) -> None:
+    """Common run options, then the factory's own keyword options (declared once, in
+    its signature; only the flags given reach the factory, so its defaults rule)."""
+    black = entry.kind != "white-box"
+    where = q.add_mutually_exclusive_group(required=True) if black else q
+    where.add_argument("--target", required=not black, help="work dir of the target model")
+    if black:
+        where.add_argument("--remote", metavar="URL",
+                           help="attack a `jaxinv serve` endpoint over HTTP instead")
+        q.add_argument("--http-batch", type=int, default=1024,
+                       help="--remote: images per HTTP request")
+        q.add_argument("--retries", type=int, default=8,
+                       help="--remote: attempts per request on errors (with back-off)")
+        q.add_argument("--client-id", default=None, help="--remote: X-Client-Id header")
+        q.add_argument("--defense", default="", help='output defenses of the in-process '
+                       'target, e.g. "round:2,topk:3" (a --remote server applies its own)')
+    q.add_argument("--eval-model", required=True, help="work dir of the evaluation classifier")
+    q.add_argument("--chains", type=int, default=64, help="chains per class")
+    q.add_argument("--steps", type=int, default=1000)
+    q.add_argument("--out", required=True)
+    q.add_argument("--classes", type=_classes, default=None, help="e.g. 0,1,2 (default: all)")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--chunk", type=int, default=None, help="max chains vmapped at once per "
+                   "device")
+    q.add_argument("--segment", type=int, default=None,
+                   help="steps between progress/checkpoints")
+    g = q.add_argument_group(f"{entry.factory.__name__} options (defaults: the factory's)")
+    types = {"int": int, "float": float, "str": str, "range": _range, "convert": str}
+    for o in registry.options(entry):
+        flag = "--" + o.name.replace("_", "-")
+        shown = o.default.__name__ if callable(o.default) else o.default
+        if o.kind == "bool":
+            g.add_argument(flag, dest=f"opt_{o.name}", action=argparse.BooleanOptionalAction,
+                           default=argparse.SUPPRESS, help=f"default {shown}")
+        else:
+            g.add_argument(flag, dest=f"opt_{o.name}", type=types[o.kind],
+                           default=argparse.SUPPRESS, help=f"default {shown}")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -77,64 +118,8 @@ def _parser() -> argparse.ArgumentParser:
 
     a = sub.add_parser("attack", help="invert every class of a target")
     asub = a.add_subparsers(dest="attack", required=True)
-    m = asub.add_parser("mi-face", help="MI-Face (Fredrikson et al. 2015), white-box")
-    z = asub.add_parser("zo", help="score-based zeroth-order inversion, black-box")
-    b = asub.add_parser("label-only", help="label-only boundary repulsion (BREP-MI style)")
-    for q, loss, lr, rng in ((m, "one_minus_p", 0.1, None), (z, "neg_log_p", 0.05, (0, 0.25)),
-                             (b, None, None, (0, 0.5))):
-        black = q is not m
-        where = q.add_mutually_exclusive_group(required=True) if black else q
-        where.add_argument("--target", required=not black, help="work dir of the target model")
-        if black:
-            where.add_argument("--remote", metavar="URL",
-                               help="attack a `jaxinv serve` endpoint over HTTP instead")
-            q.add_argument("--http-batch", type=int, default=1024,
-                           help="--remote: images per HTTP request")
-            q.add_argument("--retries", type=int, default=8,
-                           help="--remote: attempts per request on errors (with back-off)")
-            q.add_argument("--client-id", default=None, help="--remote: X-Client-Id header")
-        q.add_argument("--eval-model", required=True,
-                       help="work dir of the evaluation classifier")
-        q.add_argument("--chains", type=int, default=64, help="chains per class")
-        q.add_argument("--steps", type=int, default=1000)
-        q.add_argument("--out", required=True)
-        q.add_argument("--classes", type=_classes, default=None,
-                       help="e.g. 0,1,2 (default: all)")
-        q.add_argument("--seed", type=int, default=0)
-        q.add_argument("--chunk", type=int, default=None,
-                       help="max chains vmapped at once per device")
-        q.add_argument("--segment", type=int, default=None,
-                       help="steps between progress/checkpoints")
-        if loss:
-            q.add_argument("--loss", choices=["one_minus_p", "neg_log_p"], default=loss)
-            q.add_argument("--lr", type=float, default=lr)
-            q.add_argument("--init", choices=["zero", "random"], default="random")
-        q.add_argument("--init-range", type=_range, default=rng,
-                       help="random init / start search: uniform on LOW,HIGH")
-        q.add_argument("--tv", type=float, default=0.0)
-        q.add_argument("--l2", type=float, default=0.0)
-        if black:
-            q.add_argument("--budget", type=int, default=None, help="queries per chain")
-            q.add_argument("--defense", default="",
-                           help='output defenses of the in-process target, e.g. '
-                                '"round:2,topk:3" (a --remote server applies its own)')
-    z.add_argument("--estimator", choices=["nes", "spsa", "coordinate"], default="nes")
-    z.add_argument("--queries-per-step", type=int, default=50)
-    z.add_argument("--smoothing", type=float, default=0.01,
-                   help="NES sigma / SPSA c / finite-difference h")
-    b.add_argument("--spheres", type=int, default=32, help="sphere points per step (N)")
-    b.add_argument("--radius", type=float, default=1.0, help="initial sphere radius (L2)")
-    b.add_argument("--growth", type=float, default=1.3)
-    b.add_argument("--threshold", type=float, default=0.75)
-    b.add_argument("--max-step", type=float, default=3.0)
-    b.add_argument("--patience", type=int, default=1000)
-    b.add_argument("--start", choices=["blobs", "uniform", "normal"], default="blobs")
-    b.add_argument("--no-normalize", dest="normalize", action="store_false",
-                   help="BREP's raw step length instead of unit-norm repulsion steps")
-    m.add_argument("--beta", type=int, default=100)
-    m.add_argument("--gamma", type=float, default=0.01)
-    m.add_argument("--process", default="identity",
-                   choices=["identity", "denoise", "denoise+sharpen"])
+    for name, entry in sorted(registry.REGISTRY.items()):
+        _attack_parser(asub.add_parser(name, help=entry.help), entry)
 
     v = sub.add_parser("serve", help="serve a trained model over HTTP (a victim API)")
     v.add_argument("--target", required=True, help="work dir of the model to serve")
@@ -184,19 +169,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         import jax
 
         jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+    if not os.environ.get("JAXINV_NO_COMPILATION_CACHE"):
+        from jaxinv.core import enable_compilation_cache
+
+        enable_compilation_cache()
     try:
         if args.cmd == "demo":
-            from jaxinv.demo import demo
+            from jaxinv.workflows.demo import demo
 
             demo(args.out, chains=args.chains, steps=args.steps, seed=args.seed)
         elif args.cmd == "train":
-            from jaxinv.train import fit
+            from jaxinv.training.classifier import fit
 
             clf = fit(args.dataset, args.arch, args.workdir, epochs=args.epochs, lr=args.lr,
                       batch_size=args.batch_size, seed=args.seed)
             print(f"test accuracy {clf.meta['test_accuracy']:.4f}; model in {args.workdir}")
         elif args.cmd == "evaluate":
-            from jaxinv.evaluate import evaluate
+            from jaxinv.evaluation.evaluate import evaluate
 
             m = evaluate(args.run, args.eval_model, args.private, k=args.k,
                          correct_only=args.correct_only, inception=args.inception,
@@ -209,23 +198,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"mean ddcs_proxy {ps['score_mean']:.4f}; most exposed: {ps['most_exposed']}")
             print(f"metrics added to {args.run}/results.json; arrays in {args.run}/per_sample.npz")
         elif args.cmd == "attack":
-            from jaxinv.invert import invert
+            from jaxinv.workflows.invert import invert
 
-            keys = ("init_range", "tv", "l2") + {
-                "mi-face": ("loss", "lr", "init", "beta", "gamma", "process"),
-                "zo": ("loss", "lr", "init", "estimator", "queries_per_step", "smoothing",
-                       "budget", "defense"),
-                "label-only": ("spheres", "radius", "growth", "threshold", "max_step",
-                               "patience", "start", "normalize", "budget", "defense"),
-            }[args.attack]
-            opts = {k: getattr(args, k) for k in keys}
-            if opts["init_range"] is None:
-                del opts["init_range"]
+            opts = {k[4:]: v for k, v in vars(args).items() if k.startswith("opt_")}
+            if getattr(args, "defense", ""):
+                opts["defense"] = args.defense
+            black = registry.get(args.attack).kind != "white-box"
             rec = invert(args.attack, args.target, args.eval_model, args.out, chains=args.chains,
                          steps=args.steps, classes=args.classes, seed=args.seed, chunk=args.chunk,
                          segment=args.segment, options=opts,
                          remote=getattr(args, "remote", None),
-                         client_options=None if args.attack == "mi-face" else {
+                         client_options=None if not black else {
                              "batch_size": args.http_batch, "retries": args.retries,
                              "client_id": args.client_id})
             m = rec["metrics"]
@@ -234,14 +217,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                 "queries_total", "queries_per_chain") if k in m}))
             print(f"results in {args.out}/results.json")
         elif args.cmd == "serve":
-            from jaxinv.serve import Monitor, serve
+            from jaxinv.http.serve import Monitor, serve
 
             monitor = Monitor() if args.monitor or args.refuse_flagged else None
             serve(args.target, args.defense, args.host, args.port, max_batch=args.max_batch,
                   rate_limit=args.rate_limit, burst=args.burst, monitor=monitor,
                   refuse_flagged=args.refuse_flagged, seed=args.seed)
         elif args.cmd == "defend-matrix":
-            from jaxinv.defend import DEFENSES, defend_matrix
+            from jaxinv.workflows.defense_matrix import DEFENSES, defend_matrix
 
             try:
                 options = json.loads(args.options) if args.options else {}
@@ -257,7 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"matrix in {args.out}/defense_matrix.json and defense_matrix.md "
                   f"({len(rec['rows'])} defenses)")
         elif args.cmd == "report":
-            from jaxinv.report import write_report
+            from jaxinv.evaluation.report import write_report
 
             print(write_report(args.run_dir))
     except (ValueError, FileNotFoundError, FloatingPointError, ConnectionError,

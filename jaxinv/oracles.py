@@ -5,12 +5,11 @@ An :class:`Oracle` is ``query(key, env, x[B, H, W, C]) -> response`` plus its ``
 ONE chain; ``env`` carries the model variables, ``key`` drives randomised defenses.
 
 Black-box attacks do not call an oracle themselves: they are ask/tell kernels
-(:class:`jaxinv.base.BlackBox`), and :func:`jaxinv.base.as_attack` puts an oracle
+(:class:`jaxinv.core.protocol.BlackBox`), and :func:`jaxinv.core.protocol.as_attack` puts an oracle
 between ``ask`` and ``tell`` for in-process runs (an HTTP client takes its place for
-remote ones, :func:`jaxinv.remote.run_remote`). Query budgets are per chain and exact:
+remote ones, :func:`jaxinv.core.remote.run_remote`). Query budgets are per chain and exact:
 a kernel counts ``queries`` in its ``State`` and sets ``done`` when the next step would
-overspend. :func:`spend` is the same rule for kernels that call an oracle inside
-``step``.
+overspend (:func:`jaxinv.core.protocol.budget_rule`, the one rule).
 
 Example:
     >>> oracle = score(apply_logits(module), defense=defenses.parse("topk:3"))
@@ -28,7 +27,6 @@ import jax.numpy as jnp
 from jaxinv.defenses import Defense, identity
 
 KINDS = ("white-box", "gray-box", "score", "label")
-_INT32_MAX = 2**31 - 1
 
 Apply = Callable[[Any, jax.Array], jax.Array]
 
@@ -121,30 +119,4 @@ def label(apply_logits: Apply, defense: Defense | None = None) -> Oracle:
     return Oracle("label", query)
 
 
-def spend(used: jax.Array, n: int, budget: int | None) -> tuple[jax.Array, jax.Array]:
-    """Try to spend ``n`` queries: ``(allowed, new_used)``, pure and jit-safe.
-
-    ``allowed`` (bool scalar) iff ``used + n <= budget`` (``budget=None``: unlimited);
-    ``new_used = used + n`` when allowed, else ``used`` unchanged. ``n`` and ``budget``
-    are static Python ints, checked here.
-
-    Example:
-        >>> allowed, queries = spend(state.queries, 33, budget=1000)
-        >>> new_state = tree_where(allowed, new_state, frozen_state)
-    """
-    if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= _INT32_MAX:
-        raise ValueError(f"spend n: expected an int in [0, {_INT32_MAX}], received {n!r}")
-    if budget is not None and (not isinstance(budget, int) or isinstance(budget, bool)
-                               or not 0 <= budget <= _INT32_MAX):
-        raise ValueError(f"spend budget: expected None or an int in [0, {_INT32_MAX}], "
-                         f"received {budget!r}")
-    used = jnp.asarray(used)
-    new = used + jnp.asarray(n, used.dtype)
-    if budget is None:
-        return jnp.ones((), jnp.bool_), new
-    # compare as budget - used >= n: no int32 overflow for any valid budget
-    allowed = jnp.asarray(budget, used.dtype) - used >= n
-    return allowed, jnp.where(allowed, new, used)
-
-
-__all__ = ["KINDS", "Oracle", "gray_box", "label", "score", "spend", "white_box"]
+__all__ = ["KINDS", "Oracle", "gray_box", "label", "score", "white_box"]

@@ -14,7 +14,7 @@ if "JAXINV_DATA_DIR" not in os.environ and _shared.is_dir():
 @pytest.fixture(scope="session")
 def models(tmp_path_factory):
     """A digits target (cnn) and evaluation classifier (mlp), trained once per worker."""
-    from jaxinv.train import fit
+    from jaxinv.training.classifier import fit
 
     root = tmp_path_factory.mktemp("models")
     fit("digits", "cnn", root / "target", epochs=8, progress=False)

@@ -14,7 +14,7 @@ sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from toy import linear_apply, linear_env  # noqa: E402
 
 from jaxinv.attacks import mi_face  # noqa: E402
-from jaxinv.run import run_chains  # noqa: E402
+from jaxinv.core.driver import run_chains  # noqa: E402
 
 attack = mi_face(linear_apply, (8, 8, 1), loss="neg_log_p", init="random", lr=0.5, beta=1000)
 res = run_chains(attack, np.arange(10), linear_env(), chains=8, steps=30, segment=10, chunk=2,

@@ -8,7 +8,7 @@ sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from toy import linear_apply, linear_env
 
 from jaxinv.attacks import mi_face
-from jaxinv.run import run_chains
+from jaxinv.core.driver import run_chains
 
 attack = mi_face(linear_apply, (8, 8, 1), loss="neg_log_p", init="random", lr=0.5, beta=1000)
 res = run_chains(attack, np.arange(10), linear_env(), chains=16, steps=600, segment=10, chunk=4,

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxinv import results
+from jaxinv.evaluation import results
 from jaxinv.attacks import priors
-from jaxinv.base import check_state, healthy, tree_where
-from jaxinv.invert import build_attack
+from jaxinv.core.protocol import check_state, healthy, tree_where
+from jaxinv.workflows.invert import build_attack
 
 
 class S(NamedTuple):

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from jaxinv.defend import defend_matrix, expected_calibration_error, utility
+from jaxinv.workflows.defense_matrix import defend_matrix, expected_calibration_error, utility
 
 
 def test_expected_calibration_error():
@@ -20,7 +20,7 @@ def test_expected_calibration_error():
 
 def test_utility_of_defended_outputs(models):
     from jaxinv import data
-    from jaxinv.train import load_classifier
+    from jaxinv.training.classifier import load_classifier
 
     clf = load_classifier(models / "target")
     x, y = data.load("digits", "test")

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from jaxinv.cli import main
-from jaxinv.evaluate import evaluate
-from jaxinv.invert import invert
+from jaxinv.evaluation.evaluate import evaluate
+from jaxinv.workflows.invert import invert
 
 KEYS = ("knn_dist", "feature_dist", "fid_eval", "precision", "recall", "density", "coverage",
         "psnr", "ssim", "per_sample", "per_class_eval")
@@ -77,8 +77,11 @@ def test_cli_evaluate_and_errors(models, run, tmp_path, capsys):
     assert main(["evaluate", "--run", str(run), "--eval-model", str(models / "evaluator"),
                  "--private", "digits"]) == 2
     assert "DATASET:SPLIT" in capsys.readouterr().err
+    other = tmp_path / "other.npz"  # 28x28 images: no real dataset needed
+    np.savez(other, x_train=np.zeros((4, 28, 28, 1), np.uint8), y_train=np.arange(4) % 2,
+             x_test=np.zeros((4, 28, 28, 1), np.uint8), y_test=np.arange(4) % 2)
     with pytest.raises(ValueError, match="images"):
-        evaluate(run, models / "evaluator", "mnist:test", progress=False)
+        evaluate(run, models / "evaluator", f"{other}:test", progress=False)
 
 
 def test_fid_inception_with_user_weights_and_missing_file(models, run, tmp_path):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from jaxinv.cli import main
-from jaxinv.invert import invert
+from jaxinv.workflows.invert import invert
 
 REQUIRED = ("attack_acc_top1", "attack_acc_top5", "init_acc_top1", "target_confidence",
             "per_class")
@@ -63,7 +63,7 @@ def test_cli_errors_are_clear(models, tmp_path, capsys):
 
 
 def test_wrong_image_shape_is_a_clear_error(models):
-    from jaxinv.train import load_classifier
+    from jaxinv.training.classifier import load_classifier
 
     clf = load_classifier(models / "target")
     with pytest.raises(ValueError, match="expects images"):

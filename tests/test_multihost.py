@@ -10,7 +10,7 @@ import numpy as np
 from toy import linear_apply, linear_env
 
 from jaxinv.attacks import mi_face
-from jaxinv.run import run_chains
+from jaxinv.core.driver import run_chains
 
 HERE = Path(__file__).parent
 

@@ -10,8 +10,8 @@ from jaxinv.cli import main
 
 @pytest.fixture(scope="module")
 def server(models):
-    from jaxinv.serve import make_app, start_server
-    from jaxinv.train import load_classifier
+    from jaxinv.http.serve import make_app, start_server
+    from jaxinv.training.classifier import load_classifier
 
     url, stop = start_server(make_app(load_classifier(models / "target"), "round:2,topk:3"))
     yield url
@@ -21,7 +21,7 @@ def server(models):
 @pytest.mark.parametrize("attack,extra", [("zo", ["--queries-per-step", "10"]),
                                           ("label-only", ["--spheres", "8"])])
 def test_attack_over_http_counts_match_the_server(models, server, tmp_path, attack, extra):
-    from jaxinv.client import HTTPOracle
+    from jaxinv.http.client import HTTPOracle
 
     before = HTTPOracle(server).stats()["queries_total"]
     out = tmp_path / attack
@@ -63,8 +63,8 @@ def test_remote_errors_are_clear(models, tmp_path, capsys):
 
 def test_a_monitoring_server_stops_the_attack_and_the_state_survives(models, tmp_path,
                                                                      capsys):
-    from jaxinv.serve import Monitor, make_app, start_server
-    from jaxinv.train import load_classifier
+    from jaxinv.http.serve import Monitor, make_app, start_server
+    from jaxinv.training.classifier import load_classifier
 
     app = make_app(load_classifier(models / "target"), monitor=Monitor(min_queries=40),
                    refuse_flagged=True)

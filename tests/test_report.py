@@ -1,4 +1,4 @@
-"""HTML audit report (jaxinv.report) and ``jaxinv report D``."""
+"""HTML audit report (jaxinv.evaluation.report) and ``jaxinv report D``."""
 
 import json
 import re
@@ -6,8 +6,9 @@ import re
 import numpy as np
 import pytest
 
-from jaxinv import cli, results
-from jaxinv.report import load_run, write_report
+from jaxinv import cli
+from jaxinv.evaluation import results
+from jaxinv.evaluation.report import load_run, write_report
 
 T, N, H, STEPS, P, E = 3, 4, 8, 5, 30, 4
 EVAL = {"knn_dist": 1.2345, "feature_dist": 2.5, "fid_eval": 43.21, "precision": 0.625,

@@ -13,7 +13,7 @@ import pytest
 from toy import linear_apply, linear_env, poison_attack
 
 from jaxinv.attacks import mi_face
-from jaxinv.run import make_mesh, run_chains
+from jaxinv.core.driver import make_mesh, run_chains
 
 ATTACK = mi_face(linear_apply, (8, 8, 1), loss="neg_log_p", init="random", lr=0.5, beta=1000)
 ENV = linear_env()

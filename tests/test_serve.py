@@ -1,4 +1,4 @@
-"""HTTP victim server (jaxinv.serve) and HTTP oracle client (jaxinv.client)."""
+"""HTTP victim server (jaxinv.http.serve) and HTTP oracle client (jaxinv.http.client)."""
 
 import base64
 import json
@@ -11,10 +11,10 @@ import pytest
 import requests
 
 from jaxinv import data, defenses, oracles
-from jaxinv.client import HTTPOracle, RemoteError
+from jaxinv.http.client import RATE_LIMIT_FACTOR, RETRY_STATUSES, HTTPOracle, RemoteError
+from jaxinv.http.serve import Monitor, make_app, start_server
 from jaxinv.models import apply_logits
-from jaxinv.serve import Monitor, make_app, start_server
-from jaxinv.train import load_classifier
+from jaxinv.training.classifier import load_classifier
 
 SHAPE = (8, 8, 1)
 
@@ -149,15 +149,48 @@ def test_retries_errors_and_log(tmp_path, server, digits):
     assert (oracle.queries, oracle.requests, oracle.retries) == (4, 3, 2)
     lines = [json.loads(line) for line in log.read_text().splitlines()]
     assert [r["status"] for r in lines] == [503, 503, 200]
-    assert "busy" in lines[0]["error"] and lines[2]["attempts"] == 3 and lines[2]["n"] == 4
+    # urllib3 drains a retried answer: the log has its status, not its body
+    assert lines[0]["error"] == "HTTP 503" and [r.get("attempt") for r in lines[:2]] == [1, 2]
+    assert lines[2]["attempts"] == 3 and lines[2]["n"] == 4
     assert len({r["sha1"] for r in lines}) == 1
-    with pytest.raises(RemoteError, match="gave up after 3 attempts") as e:  # server gone
+    with pytest.raises(RemoteError, match=r"gave up \(retries=2\).*refused") as e:  # gone
         HTTPOracle(url, retries=2, backoff=0.01).query(digits[:4])
-    assert e.value.status is None
+    assert e.value.status is None and "\n" not in str(e.value) and url in str(e.value)
+    url, stop = start_server(flaky_app(10))  # 503 beyond the status budget
+    try:
+        oracle = HTTPOracle(url, retries=1, backoff=0.001)  # status budget 1 * 8
+        with pytest.raises(RemoteError, match=r"gave up after 9 attempts \(8 retries\); "
+                                              r"last error: HTTP 503: busy") as e:
+            oracle.query(digits[:4])
+    finally:
+        stop()
+    assert e.value.status == 503 and (oracle.requests, oracle.retries) == (9, 8)
     oracle = HTTPOracle(server(), backoff=0.01, log_path=log)
     with pytest.raises(RemoteError, match=r"HTTP 400: inputs must lie in the range \[0, 1\]"):
         oracle.query(digits[:4] + 1)
     assert oracle.retries == 0 and json.loads(log.read_text().splitlines()[-1])["status"] == 400
+
+
+def test_session_mounts_urllib3_retry():
+    from requests.adapters import HTTPAdapter
+    from urllib3.util import Retry
+
+    oracle = HTTPOracle("http://127.0.0.1:1", retries=3, backoff=0.25, max_backoff=7.0)
+    for url in ("http://127.0.0.1:1/predict", "https://example.org/predict"):
+        adapter = oracle._session.get_adapter(url)
+        assert isinstance(adapter, HTTPAdapter)
+        r = adapter.max_retries
+        assert isinstance(r, Retry)
+        assert (r.total, r.connect, r.read, r.other, r.status) == (
+            (RATE_LIMIT_FACTOR + 1) * 3, 3, 3, 3, RATE_LIMIT_FACTOR * 3)
+        assert (r.backoff_factor, r.backoff_max, r.backoff_jitter) == (0.25, 7.0, 0.25)
+        assert set(r.status_forcelist) == set(RETRY_STATUSES) == {408, 429, 500, 502, 503, 504}
+        assert {"GET", "POST"} <= set(r.allowed_methods)
+        assert r.respect_retry_after_header and not r.raise_on_status
+    off = HTTPOracle("http://x", retries=0)._session.get_adapter("http://x").max_retries
+    assert (off.total, off.connect, off.status) == (0, 0, 0)
+    with pytest.raises(ValueError, match="retries"):
+        HTTPOracle("http://x", retries=-1)
 
 
 def zo_stream(rng, steps, sigma=0.02, pairs=25):

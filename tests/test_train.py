@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from jaxinv import data
-from jaxinv.train import fit, load_classifier
+from jaxinv.training.classifier import fit, load_classifier
 
 
 def _params(clf):

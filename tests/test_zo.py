@@ -1,11 +1,11 @@
-"""Zeroth-order gradient estimators (jaxinv.zo) against jax.grad."""
+"""Zeroth-order gradient estimators (jaxinv.attacks.estimators) against jax.grad."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxinv import zo
+from jaxinv.attacks import estimators as zo
 
 # name -> factory(n); steps small enough that smoothing/difference bias is negligible
 MAKERS = {

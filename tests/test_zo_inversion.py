@@ -7,11 +7,13 @@ import numpy as np
 import pytest
 from toy import linear_apply, linear_env
 
-from jaxinv import defenses, oracles, results
+from jaxinv import defenses, oracles
+from jaxinv.attacks import estimators
 from jaxinv.attacks.zo_inversion import zo_inversion
-from jaxinv.base import as_attack
-from jaxinv.remote import run_remote
-from jaxinv.run import run_chains
+from jaxinv.core.driver import run_chains
+from jaxinv.core.protocol import OracleEnv, Queries, as_attack
+from jaxinv.core.remote import run_remote
+from jaxinv.evaluation import results
 
 ENV = linear_env()
 KEY = jax.random.key(0)
@@ -25,13 +27,25 @@ def make(defense=None, **kw):
 
 def test_step_preserves_shapes_dtypes_and_is_pure():
     attack = make(tv=0.1)
-    s0 = attack.init(KEY, jnp.int32(3), ENV)
-    s1, info = attack.step(KEY, s0, ENV)
+    y = jnp.int32(3)
+    s0 = attack.init(KEY, y, ENV)
+    s1, info = attack.step(KEY, s0, y, ENV)
     chex.assert_trees_all_equal_shapes_and_dtypes(s0, s1)
-    chex.assert_trees_all_equal(s1, attack.step(KEY, s0, ENV)[0])
-    chex.assert_trees_all_close(s1, jax.jit(attack.step)(KEY, s0, ENV)[0], rtol=1e-5,
+    chex.assert_trees_all_equal(s1, attack.step(KEY, s0, y, ENV)[0])
+    chex.assert_trees_all_close(s1, jax.jit(attack.step)(KEY, s0, y, ENV)[0], rtol=1e-5,
                                 atol=1e-6)
     assert int(s0.queries) == 0 and int(s1.queries) == 21 and int(info.queries) == 21
+    assert "target" not in s0._fields  # protocol v2: the target is an argument of step
+    # the confidence is the oracle's p_y of the point answered (x), for the step's target
+    np.testing.assert_allclose(s1.confidence,
+                               jax.nn.softmax(linear_apply(ENV, s1.x[None]))[0, 3], rtol=1e-5)
+    other, _ = attack.step(KEY, s0, jnp.int32(7), ENV)
+    np.testing.assert_allclose(other.confidence,
+                               jax.nn.softmax(linear_apply(ENV, other.x[None]))[0, 7],
+                               rtol=1e-5)
+    assert not np.allclose(other.z, s1.z)  # and the step descends that target's cost
+    # a plain env is the oracle's; OracleEnv(oracle, attack=None) is the same thing
+    chex.assert_trees_all_equal(s1, attack.step(KEY, s0, y, OracleEnv(ENV))[0])
 
 
 def test_budget_is_respected_exactly():
@@ -47,7 +61,8 @@ def test_budget_is_respected_exactly():
 def test_runs_against_any_defense_chain():
     for spec in ("round:1", "topk:1", "label", "noise:0.05", "rsig:0.5,0.3,cutoff:0.9"):
         attack = make(defense=defenses.parse(spec))
-        s, _ = jax.jit(attack.step)(KEY, attack.init(KEY, jnp.int32(1), ENV), ENV)
+        s, _ = jax.jit(attack.step)(KEY, attack.init(KEY, jnp.int32(1), ENV), jnp.int32(1),
+                                    ENV)
         assert np.isfinite(float(s.loss)), spec
 
 
@@ -62,7 +77,7 @@ def test_bad_arguments():
 
 def test_recovers_classes_random_inits_do_not(models):
     from jaxinv.models import apply_logits
-    from jaxinv.train import load_classifier
+    from jaxinv.training.classifier import load_classifier
 
     target, evaluator = (load_classifier(models / n) for n in ("target", "evaluator"))
     bb = zo_inversion((8, 8, 1), queries_per_step=40, smoothing=0.05, lr=0.05, max_steps=150,
@@ -97,15 +112,52 @@ def test_cli_zo_writes_query_counts(models, tmp_path):
 def test_ask_tell_round_trip_equals_the_in_process_step():
     bb = zo_inversion((8, 8, 1), queries_per_step=20, tv=0.1)
     oracle = oracles.score(linear_apply, defenses.parse("round:3"))
-    s0 = bb.init(KEY, jnp.int32(2))
-    k_ask, k_query = jax.random.split(KEY)
-    queries = bb.ask(k_ask, s0)
-    assert queries.shape == (bb.num_queries, 8, 8, 1) == (21, 8, 8, 1)
-    s1, _ = bb.tell(k_ask, s0, oracle.query(k_query, ENV, queries))
-    chex.assert_trees_all_equal(s1, as_attack(bb, oracle).step(KEY, s0, ENV)[0])
+    attack = as_attack(bb, oracle)
+    y = jnp.int32(2)
+    s0 = bb.init(KEY, y, None)  # a black-box kernel's env is the attacker's own (None)
+    chex.assert_trees_all_equal(s0, attack.init(KEY, y, ENV))
+    k_ask, k_query = jax.random.split(KEY)  # as as_attack splits the step key
+    queries = bb.ask(k_ask, s0, y, None)
+    assert isinstance(queries, Queries)
+    assert queries.x.shape == (bb.num_queries, 8, 8, 1) == (21, 8, 8, 1)
+    assert queries.z.shape == (21, 8, 8, 1)
+    answers = oracle.query(k_query, ENV, queries.x)
+    s1, info1 = bb.tell(k_ask, s0, y, queries, answers, None)
+    s2, info2 = attack.step(KEY, s0, y, ENV)
+    chex.assert_trees_all_equal(s1, s2)
+    chex.assert_trees_all_equal(info1, info2)
+    assert not np.allclose(s1.z, s0.z)  # it moved
+    # tell reads the directions off the queries it is given: the key plays no part...
+    chex.assert_trees_all_equal(bb.tell(jax.random.key(99), s0, y, queries, answers, None)[0],
+                                s1)
+    # ...and other queries (same answers) give another step
+    other = bb.ask(jax.random.key(99), s0, y, None)
+    assert not np.allclose(bb.tell(k_ask, s0, y, other, answers, None)[0].z, s1.z)
     # host round trip (what an HTTP client does): numpy in, numpy out, same state
-    answers = np.asarray(oracle.query(k_query, ENV, np.asarray(queries)))
-    chex.assert_trees_all_close(bb.tell(k_ask, s0, jnp.asarray(answers))[0], s1)
+    host = np.asarray(oracle.query(k_query, ENV, np.asarray(queries.x)))
+    back = Queries(*(jnp.asarray(np.asarray(a)) for a in queries))
+    chex.assert_trees_all_close(bb.tell(k_ask, s0, y, back, jnp.asarray(host), None)[0], s1)
+
+
+@pytest.mark.parametrize("name, kw", [
+    ("nes", dict(n=8, sigma=0.01)), ("nes", dict(n=8, sigma=0.01, antithetic=False)),
+    ("spsa", dict(n=8, c=0.01)), ("coordinate", dict(n=8, h=0.01))])
+def test_combine_points_reads_the_directions_off_the_points(name, kw):
+    est = estimators.ESTIMATORS[name](**kw)
+    x = jax.random.uniform(jax.random.key(1), (4, 4, 1))
+    pts = est.points(KEY, x)
+    assert pts.shape == (estimators.num_queries(est), 4, 4, 1)
+    v = jnp.sum(jnp.sin(3 * pts.reshape(len(pts), -1)), -1)  # a smooth black-box loss
+    g = est.combine(KEY, x, v)
+    assert g.shape == x.shape and float(jnp.abs(g).max()) > 0.1
+    np.testing.assert_allclose(est.combine_points(x, pts, v), g, rtol=1e-4, atol=1e-4)
+    # the points decide: those of another key give that key's estimate
+    k2 = jax.random.key(5)
+    pts2 = est.points(k2, x)
+    v2 = jnp.sum(jnp.sin(3 * pts2.reshape(len(pts2), -1)), -1)
+    np.testing.assert_allclose(est.combine_points(x, pts2, v2), est.combine(k2, x, v2),
+                               rtol=1e-4, atol=1e-4)
+    assert not np.allclose(est.combine_points(x, pts2, v2), g, atol=1e-2)
 
 
 def test_run_remote_equals_run_chains_and_counts_queries(tmp_path):

@@ -5,7 +5,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxinv.base import Attack
+from jaxinv.core.protocol import Attack
 
 
 def linear_apply(env, x):
@@ -21,7 +21,6 @@ def linear_env(shape=(8, 8, 1), k=10, seed=1):
 class S(NamedTuple):
     x: jax.Array
     loss: jax.Array
-    target: jax.Array
     t: jax.Array
 
 
@@ -34,13 +33,14 @@ def poison_attack(bad_class: int, bad_step: int) -> Attack:
 
     def init(key, target, env):
         x = jax.random.normal(key, (3,))
-        return S(x, jnp.sum(x**2), jnp.asarray(target, jnp.int32), jnp.zeros((), jnp.int32))
+        return S(x, jnp.sum(x**2), jnp.zeros((), jnp.int32))
 
-    def step(key, s, env):
+    def step(key, s, target, env):  # the target is an argument, not part of the state
         x = s.x + 0.1 * jax.random.normal(key, (3,))
         t = s.t + 1
-        x = jnp.where((s.target == bad_class) & (t >= bad_step), jnp.nan, x)
+        bad = (jnp.asarray(target, jnp.int32) == bad_class) & (t >= bad_step)
+        x = jnp.where(bad, jnp.nan, x)
         loss = jnp.sum(x**2)
-        return S(x, loss, s.target, t), I(loss)
+        return S(x, loss, t), I(loss)
 
     return Attack(init, step)

@@ -24,8 +24,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxinv.attacks import priors
-from jaxinv.attacks.zo_inversion import NOT_QUERIED, after_step, check_budget
-from jaxinv.base import BlackBox
+from jaxinv.attacks.zo_inversion import NOT_QUERIED
+from jaxinv.core.protocol import BlackBox, Queries, budget_rule, check_budget, factory
 
 STARTS = ("uniform", "blobs", "normal")
 
@@ -35,11 +35,10 @@ class BREPState(NamedTuple):
     z: jax.Array  # the current point, labelled y once found
     cand: jax.Array  # the next point to check (== z after a rejection or radius increase)
     loss: jax.Array  # -(radius recorded); NOT_QUERIED before a start point is found
-    confidence: jax.Array  # share of the last sphere that kept the label
+    sphere_share: jax.Array  # share of the last sphere that kept the label
     radius: jax.Array
     found: jax.Array
     since_increase: jax.Array
-    target: jax.Array
     queries: jax.Array
     t: jax.Array
     budget_exhausted: jax.Array
@@ -48,7 +47,7 @@ class BREPState(NamedTuple):
 
 class BREPInfo(NamedTuple):
     loss: jax.Array
-    confidence: jax.Array
+    sphere_share: jax.Array
     radius: jax.Array
     found: jax.Array
     queries: jax.Array
@@ -73,23 +72,24 @@ def _sampler(start: str, z_shape: tuple[int, ...], init_range: tuple[float, floa
     return sample
 
 
+@factory
 def brep_mi(
     input_shape: tuple[int, ...],
     *,
     spheres: int = 32,
-    radius: float = 2.0,
+    radius: float = 1.0,
     growth: float = 1.3,
     threshold: float = 0.75,
     max_step: float = 3.0,
     patience: int = 1000,
     max_steps: int = 10_000,
     budget: int | None = None,
-    normalize: bool = False,
+    normalize: bool = True,
     tv: float = 0.0,
     l2: float = 0.0,
     start: str = "blobs",
-    init_range: tuple[float, float] = (0.0, 1.0),
-    decode: Callable[[jax.Array], jax.Array] | None = None,
+    init_range: tuple[float, float] = (0.0, 0.5),
+    decode: Callable[[jax.Array, object], jax.Array] | None = None,
     z_shape: tuple[int, ...] | None = None,
     box: tuple[float, float] | None = (0.0, 1.0),
 ) -> BlackBox:
@@ -98,25 +98,29 @@ def brep_mi(
     Args:
       input_shape: ``(H, W, C)`` of one image (``decode``'s output).
       spheres: ``N``, points on the sphere per step (a step sends ``N + 1`` queries).
-      radius: initial sphere radius ``R`` (L2, in ``z`` units).
+      radius: initial sphere radius ``R`` (L2, in ``z`` units; BREP used 2.0 in a GAN
+        latent, 1.0 is the pixel-space default the README's runs use).
       growth: factor on ``R`` when more than ``threshold`` of a sphere keeps the label.
       max_step: cap of the step length ``min(R / 3, max_step)``.
       patience: stop after this many steps without a radius increase.
       max_steps: stop after this many steps (search steps included).
       budget: queries per chain (``None``: unlimited).
+      normalize: unit-length repulsion steps (jaxinv's addition, needed in pixel space);
+        ``False`` is BREP's raw step.
       tv, l2: weights of the total-variation and L2 priors: each step also descends their
         exact gradient (per pixel, so weights do not depend on the image size).
       start: start-point search distribution: ``"blobs"`` (smooth random images, values in
         ``init_range``), ``"uniform"`` (on ``init_range``) or ``"normal"`` (``N(0, I)``,
         BREP's latent prior); samples are clipped to ``box``.
-      decode: ``z -> x`` (default identity); ``z_shape`` its input shape.
+      decode: ``(z, env) -> x`` (default identity; ``env`` is the attacker's, e.g. a
+        generator's variables); ``z_shape`` its input shape.
       box: range of ``z`` (queries and steps are clipped to it), or ``None``. BREP's
         latent space uses ``(-1.5, 1.5)``.
 
     Example:
         >>> bb = brep_mi((28, 28, 1), spheres=32, radius=2.0)
-        >>> attack = as_attack(bb, oracles.label(apply_logits(clf.module)))
-        >>> res = run_chains(attack, jnp.arange(10), clf.variables, chains=8, steps=500)
+        >>> bb.num_queries, bb.kind
+        (33, 'label')
     """
     if start not in STARTS:
         raise ValueError(f"unknown start {start!r}; choose one of {STARTS}")
@@ -129,16 +133,13 @@ def brep_mi(
         raise ValueError(f"need max_steps >= 1 and patience >= 1, got {max_steps}, {patience}")
     per_step = spheres + 1
     check_budget(budget, per_step)
-    decode = decode or (lambda z: z)
+    decode = decode or (lambda z, env: z)
     z_shape = tuple(z_shape or input_shape)
     sample = _sampler(start, z_shape, init_range, box)
     clip = (lambda z: jnp.clip(z, *box)) if box is not None else (lambda z: z)
     size = int(jnp.prod(jnp.asarray(z_shape)))
 
-    def prior(z):
-        x = decode(z)
-        return (tv * priors.total_variation(x) if tv else 0.0) + (l2 * priors.l2(x) if l2
-                                                                     else 0.0)
+    prior_x = priors.make(tv=tv, l2=l2)
 
     def points(key, state):
         eps = jax.random.normal(key, (spheres, *z_shape), jnp.float32)
@@ -147,22 +148,23 @@ def brep_mi(
         return jnp.where(state.found, jnp.concatenate([state.cand[None], on_sphere]),
                          sample(key, per_step))
 
-    def init_fn(key, target):
+    def init_fn(key, target, env):
         z = sample(key, 1)[0]
         f32 = jnp.float32
-        return BREPState(decode(z), z, z, f32(NOT_QUERIED), f32(0.0), f32(radius),
-                         jnp.bool_(False), jnp.int32(0), jnp.asarray(target, jnp.int32),
-                         jnp.int32(0), jnp.int32(0), jnp.bool_(False), jnp.bool_(False))
+        return BREPState(decode(z, env), z, z, f32(NOT_QUERIED), f32(0.0), f32(radius),
+                         jnp.bool_(False), jnp.int32(0), jnp.int32(0), jnp.int32(0),
+                         jnp.bool_(False), jnp.bool_(False))
 
-    def ask(key, state):
-        return jax.vmap(decode)(points(key, state))
-
-    def tell(key, state, labels):
+    def ask(key, state, target, env):
         pts = points(key, state)
-        inside = labels == state.target
+        return Queries(jax.vmap(lambda z: decode(z, env))(pts), pts)
+
+    def tell(key, state, target, queries, labels, env):
+        del key  # the points are the queries
+        pts, xs = queries.z, queries.x
+        inside = labels == jnp.asarray(target, jnp.int32)
         # search phase: the first candidate labelled y becomes the start point
         hit = jnp.argmax(inside)
-        start_z = pts[hit]
         just_found = ~state.found & inside[hit]
         # repulsion phase
         accepted = state.found & inside[0]
@@ -173,28 +175,28 @@ def brep_mi(
         g = jnp.tensordot(jnp.where(c, 0.0, -1.0), u, axes=1) / spheres
         if normalize:
             g = g / jnp.maximum(jnp.sqrt(jnp.sum(g * g)), 1e-12)
-        if tv or l2:
-            g = g - size * jax.grad(prior)(state.cand)
+        if prior_x is not None:
+            g = g - size * jax.grad(lambda z: prior_x(decode(z, env)))(state.cand)
         stepped = clip(state.cand + jnp.minimum(state.radius / 3, max_step) * g)
         z = jnp.where(accepted, state.cand, state.z)
         cand = jnp.where(accepted & ~grow, stepped, z)
         new_radius = jnp.where(grow, state.radius * growth, state.radius)
         loss = jnp.where(grow, -state.radius, state.loss)
-        x = jnp.where(grow, decode(z), state.x)
+        x = jnp.where(grow, xs[0], state.x)  # grow implies z == cand == pts[0]
         # merge the phases
-        z = jnp.where(just_found, start_z, z)
-        cand = jnp.where(just_found, start_z, cand)
-        x = jnp.where(just_found, decode(start_z), x)
+        z = jnp.where(just_found, pts[hit], z)
+        cand = jnp.where(just_found, pts[hit], cand)
+        x = jnp.where(just_found, xs[hit], x)
         loss = jnp.where(just_found, jnp.float32(0.0), loss)
         found = state.found | just_found
         since = jnp.where(grow | ~found, 0, state.since_increase + 1)
-        t, queries = state.t + 1, state.queries + per_step
-        exhausted, done = after_step(queries, per_step, budget,
-                                     (t >= max_steps) | (since >= patience))
-        conf = jnp.where(state.found, share, state.confidence)
-        new = BREPState(x, z, cand, loss.astype(jnp.float32), conf, new_radius, found, since,
-                        state.target, queries, t, exhausted, done)
-        return new, BREPInfo(new.loss, conf, new_radius, found, queries)
+        t, used = state.t + 1, state.queries + per_step
+        exhausted, done = budget_rule(used, per_step, budget,
+                                      (t >= max_steps) | (since >= patience))
+        share = jnp.where(state.found, share, state.sphere_share)
+        new = BREPState(x, z, cand, loss.astype(jnp.float32), share, new_radius, found, since,
+                        used, t, exhausted, done)
+        return new, BREPInfo(new.loss, share, new_radius, found, used)
 
     return BlackBox(init_fn, ask, tell, "label", per_step)
 

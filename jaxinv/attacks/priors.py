@@ -27,14 +27,39 @@ def total_variation(x: jax.Array) -> jax.Array:
     return (jnp.mean(dv) if dv.size else 0.0) + (jnp.mean(dh) if dh.size else 0.0)
 
 
-def l2(x: jax.Array) -> jax.Array:
+def mean_square(x: jax.Array) -> jax.Array:
     """Mean squared pixel value.
 
     Example:
-        >>> l2(jnp.ones((2, 2, 1)))
+        >>> mean_square(jnp.ones((2, 2, 1)))
         Array(1., dtype=float32)
     """
     return jnp.mean(jnp.square(x))
+
+
+def make(tv: float = 0.0, l2: float = 0.0) -> Callable[[jax.Array, object], jax.Array] | None:
+    """The weighted image prior ``(x, env) -> tv * TV(x) + l2 * L2(x)``, or ``None`` if both
+    weights are 0 (the form :func:`~jaxinv.attacks.gradient_inversion` takes).
+
+    Example:
+        >>> float(make(tv=1.0)(jnp.zeros((4, 4, 1)), None))
+        0.0
+    """
+    if not tv and not l2:
+        return None
+
+    def prior(x, env=None):
+        c = 0.0
+        if tv:
+            c = c + tv * total_variation(x)
+        if l2:
+            c = c + l2 * mean_square(x)
+        return c
+
+    return prior
+
+
+l2 = mean_square
 
 
 def identity(x: jax.Array) -> jax.Array:

@@ -80,10 +80,10 @@ class Classifier(NamedTuple):
 
     ``variables`` is ``{'params': ..., 'batch_stats': ...?}``; ``meta`` holds ``arch``,
     ``arch_kwargs``, ``num_classes``, ``input_shape`` (H, W, C), ``dataset``,
-    ``test_accuracy``... (see ``jaxinv.train.fit``).
+    ``test_accuracy``... (see ``jaxinv.training.classifier.fit``).
 
     Example:
-        >>> clf = jaxinv.train.load_classifier("runs/demo/target")
+        >>> clf = jaxinv.training.classifier.load_classifier("runs/demo/target")
         >>> clf.logits(x).shape, clf.features(x).shape
         ((360, 10), (360, 128))
         >>> attack = mi_face(apply_logits(clf.module), (8, 8, 1))  # variables go in env

@@ -20,7 +20,7 @@ equivalence checks and ``benchmarks/`` for the end-to-end figures):
   with the flipped kernel (XLA:CPU's own transposed conv runs 2x slower inside
   ``scan``/``while`` loops, which is where attack drivers run it). All support
   forward and reverse mode at any order. Known XLA:CPU limit: *weight* gradients
-  of convolutions run ~50x slower inside loops than outside, so ``jaxinv.train``
+  of convolutions run ~50x slower inside loops than outside, so ``jaxinv.training.classifier``
   dispatches its steps from Python.
 """
 

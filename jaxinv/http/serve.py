@@ -470,7 +470,7 @@ def serve(target_dir: str | Path, defense: str = "", host: str = "127.0.0.1", po
     """
     from werkzeug.serving import make_server
 
-    from jaxinv.train import load_classifier
+    from jaxinv.training.classifier import load_classifier
 
     clf = load_classifier(target_dir)
     app = make_app(clf, defense, **app_kwargs)

@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from jaxinv import data, metrics, results
+from jaxinv import data, metrics
+from jaxinv.evaluation import results
 
 TOP_EXPOSED = 16
 
@@ -50,7 +51,7 @@ def evaluate(run: str | Path, eval_dir: str | Path, private: str, *, k: int = 5,
         >>> rec = evaluate("runs/demo/mi-face", "runs/demo/evaluator", "digits:train")
         >>> rec["metrics"]["per_sample"]["resilient_fraction"]
     """
-    from jaxinv.train import load_classifier
+    from jaxinv.training.classifier import load_classifier
 
     incep = None
     if inception is not None:  # fail on a missing weights file before any work

@@ -11,6 +11,8 @@ An estimator is a pure function ``estimator(key, f, x) -> (g, num_queries)``:
 Each estimator also comes in ask/tell halves, for oracles outside jit (an HTTP API):
 ``estimator.points(key, x) -> pts[num_queries, *shape]`` and
 ``estimator.combine(key, x, f(pts)) -> g``; the estimator is ``combine(key, x, f(points(key, x)))``.
+``estimator.combine_points(x, pts, f(pts))`` reads the directions off the points instead of
+redrawing them (what an ask/tell kernel's ``tell`` uses).
 
 Estimators are built by factories that close over static settings (``nes``, ``spsa``,
 ``coordinate``; or ``get(name, **kw)``). They contain no Python loop over directions, no host
@@ -39,13 +41,15 @@ def _check(n: int, step: float, step_name: str, pairs: bool) -> None:
         raise ValueError(f"{step_name}: expected a float > 0, got {step!r}")
 
 
-def _finish(points: Callable, combine: Callable, queries: int, name: str) -> Estimator:
+def _finish(points: Callable, combine: Callable, queries: int, name: str,
+            combine_points: Callable) -> Estimator:
     def estimate(key: Array, f: Callable, x: Array) -> tuple[Array, int]:
         return combine(key, x, f(points(key, x))), queries
 
     estimate.num_queries = queries  # type: ignore[attr-defined]
     estimate.points = points  # type: ignore[attr-defined]
     estimate.combine = combine  # type: ignore[attr-defined]
+    estimate.combine_points = combine_points  # type: ignore[attr-defined]
     estimate.__name__ = estimate.__qualname__ = name
     return estimate
 
@@ -73,7 +77,13 @@ def _antithetic(draw: Callable, step: float, scale: Callable, n: int, name: str)
         v = _values(values, n).reshape(2, n // 2)
         return _weigh((v[0] - v[1]) * scale(x32), d).astype(jnp.result_type(x))
 
-    return _finish(points, combine, n, name)
+    def combine_points(x: Array, pts: Array, values: Array) -> Array:
+        x32 = jnp.asarray(x, jnp.float32)
+        d = (pts[: n // 2] - pts[n // 2:]) / (2.0 * step)  # the directions, not redrawn
+        v = _values(values, n).reshape(2, n // 2)
+        return _weigh((v[0] - v[1]) * scale(x32), d).astype(jnp.result_type(x))
+
+    return _finish(points, combine, n, name, combine_points)
 
 
 def nes(n: int, sigma: float, antithetic: bool = True) -> Estimator:
@@ -102,7 +112,13 @@ def nes(n: int, sigma: float, antithetic: bool = True) -> Estimator:
         v = _values(values, n + 1)
         return _weigh((v[:m] - v[m]) / (sigma * m), draw(key, x32)).astype(jnp.result_type(x))
 
-    return _finish(points, combine, n + 1, "nes")
+    def combine_points(x: Array, pts: Array, values: Array) -> Array:
+        x32 = jnp.asarray(x, jnp.float32)
+        v = _values(values, n + 1)
+        u = (pts[:m] - x32) / sigma
+        return _weigh((v[:m] - v[m]) / (sigma * m), u).astype(jnp.result_type(x))
+
+    return _finish(points, combine, n + 1, "nes", combine_points)
 
 
 def spsa(n: int, c: float) -> Estimator:

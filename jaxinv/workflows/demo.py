@@ -15,7 +15,7 @@ DEMO_STEPS = 300
 
 
 def _model(dataset: str, arch: str, workdir: Path):
-    from jaxinv.train import fit, load_classifier
+    from jaxinv.training.classifier import fit, load_classifier
 
     if (workdir / "model.json").exists():
         print(f"reusing {arch} in {workdir}")
@@ -34,7 +34,7 @@ def demo(out: str | Path = "runs/demo", *, chains: int = 1024, steps: int | None
         >>> rec["metrics"]["attack_acc_top1"] > rec["metrics"]["init_acc_top1"]
         True
     """
-    from jaxinv.invert import invert
+    from jaxinv.workflows.invert import invert
 
     out = Path(out)
     tic = time.perf_counter()

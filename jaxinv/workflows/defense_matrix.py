@@ -1,7 +1,7 @@
 """Defense evaluation: every black-box attack against every output defense, with the cost.
 
 :func:`defend_matrix` runs each attack in-process against the target behind each defense
-(:func:`jaxinv.invert.invert`), and measures what the defense costs honest users: test
+(:func:`jaxinv.workflows.invert.invert`), and measures what the defense costs honest users: test
 accuracy of the defended outputs and their calibration (expected calibration error of
 the released top probability). It writes ``out/defense_matrix.json`` and
 ``out/defense_matrix.md`` (a Markdown table) plus one run directory per cell.
@@ -16,7 +16,8 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxinv import data, defenses, results
+from jaxinv import data, defenses
+from jaxinv.evaluation import results
 
 DEFENSES = ("none", "round:1", "topk:1", "label", "noise:0.1")
 ATTACKS = ("zo", "label-only")
@@ -104,13 +105,15 @@ def defend_matrix(
         ...                   chains=4, steps=100)
         >>> m["rows"][0]["attacks"]["zo"]["attack_acc_top1"]
     """
-    from jaxinv.invert import BLACKBOX, _load, invert
+    from jaxinv.attacks import REGISTRY
+    from jaxinv.workflows.invert import _load, invert
 
     for d in defense_list:
         defenses.parse(d)  # fail before any work on a bad name
-    bad = [a for a in attacks if a not in BLACKBOX]
+    black = sorted(k for k, e in REGISTRY.items() if e.kind != "white-box")
+    bad = [a for a in attacks if a not in black]
     if bad:
-        raise ValueError(f"unknown black-box attacks {bad}; choose from {sorted(BLACKBOX)}")
+        raise ValueError(f"unknown black-box attacks {bad}; choose from {black}")
     options = options or {}
     out = Path(out)
     target = _load(target_dir, "target")

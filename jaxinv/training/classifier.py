@@ -25,8 +25,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxinv import data, results
+from jaxinv import data
+from jaxinv.evaluation import results
 from jaxinv.models import Classifier, create, init_variables
+from jaxinv.training.step import classifier_loss, init_state, make_step, variables_of
 
 # fit() defaults; DEFAULTS[(dataset, arch)] overrides DEFAULT. ``augment`` = max random
 # shift in pixels (zero padding) applied to training batches; ``lr_decay`` = factor
@@ -55,38 +57,18 @@ _CONFIG_KEYS = ("dataset", "arch", "arch_kwargs", "batch_size", "lr", "lr_decay"
                 "weight_decay", "augment", "seed", "limit")
 
 
-def _shift(key: jax.Array, x: jax.Array, pad: int) -> jax.Array:
-    """Shift each image by up to ``pad`` pixels in each direction (zero fill)."""
-    n, h, w, c = x.shape
-    xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-    off = jax.random.randint(key, (n, 2), 0, 2 * pad + 1)
-    crop = lambda im, o: jax.lax.dynamic_slice(im, (o[0], o[1], 0), (h, w, c))
-    return jax.vmap(crop)(xp, off)
-
-
 def _step_fn(module, tx, augment: int):
     """Jitted ``(state, sums, x, y, perm, i, key) -> (state, sums + [loss, acc])``: one
-    optimizer step on batch ``perm[i]``. Steps are dispatched from a Python loop, not a
-    ``scan``: XLA:CPU runs weight-gradient convolutions ~50x slower inside loops."""
-
-    def loss_fn(params, rest, xb, yb):
-        variables = {"params": params, **rest}
-        if rest:  # BatchNorm statistics
-            (logits, _), new = module.apply(variables, xb, train=True, mutable=list(rest))
-        else:
-            (logits, _), new = module.apply(variables, xb, train=True), {}
-        loss = optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean()
-        return loss, (jnp.mean(jnp.argmax(logits, -1) == yb), new)
+    :func:`~jaxinv.training.step.make_step` step on batch ``perm[i]``. Steps are
+    dispatched from a Python loop, not a ``scan``: XLA:CPU runs weight-gradient
+    convolutions ~50x slower inside loops."""
+    inner = make_step(classifier_loss(module, augment), tx)
 
     def step(state, sums, x, y, perm, i, key):
         idx = perm[i]
-        xb = _shift(jax.random.fold_in(key, i), x[idx], augment) if augment else x[idx]
-        (loss, (acc, new)), g = jax.value_and_grad(loss_fn, has_aux=True)(
-            state["params"], state["rest"], xb, y[idx])
-        updates, opt_state = tx.update(g, state["opt_state"], state["params"])
-        state = {"params": optax.apply_updates(state["params"], updates),
-                 "rest": {**state["rest"], **new}, "opt_state": opt_state}
-        return state, sums + jnp.stack([loss, acc.astype(loss.dtype)])
+        state, m = inner(state, (x[idx], y[idx]), jnp.ones(idx.shape, jnp.float32),
+                         jax.random.fold_in(key, i))
+        return state, sums + jnp.stack([m["loss"], m["acc"]])
 
     return jax.jit(step, donate_argnums=(0, 1))
 
@@ -160,9 +142,7 @@ def fit(dataset: str, arch: str, workdir: str | Path, *, epochs: int | None = No
     schedule = optax.exponential_decay(lr, steps, lr_decay, staircase=True)
     tx = optax.adamw(schedule, weight_decay=weight_decay)
     key = jax.random.key(seed)
-    state = {"params": variables["params"],
-             "rest": {c: v for c, v in variables.items() if c != "params"},
-             "opt_state": tx.init(variables["params"])}
+    state = init_state(variables, tx)
     # what a checkpoint holds; the per-epoch keys are fold_in(key, epoch)
     ckpt = {"train": state, "epoch": jnp.zeros((), jnp.int32),
             "rng": jnp.array(jax.random.key_data(key))}
@@ -220,7 +200,7 @@ def fit(dataset: str, arch: str, workdir: str | Path, *, epochs: int | None = No
     mngr.close()
     train_s = time.perf_counter() - tic
 
-    variables = {"params": state["params"], **state["rest"]}
+    variables = variables_of(state)
     meta = {"arch": arch, "arch_kwargs": arch_kwargs, "dataset": dataset, "num_classes": k,
             "input_shape": list(x.shape[1:]), "epochs": int(ckpt["epoch"]), "lr": lr,
             "lr_decay": lr_decay,
@@ -255,7 +235,7 @@ def load_classifier(workdir: str | Path) -> Classifier:
         raise FileNotFoundError(
             f"no trained model in {workdir} (missing {meta_path.name}); create one with "
             f"`jaxinv train --dataset D --arch A --workdir {workdir}` or "
-            "jaxinv.train.fit(dataset, arch, workdir)")
+            "jaxinv.training.classifier.fit(dataset, arch, workdir)")
     meta = json.loads(meta_path.read_text())
     module = create(meta["arch"], meta["num_classes"], **meta.get("arch_kwargs", {}))
     abstract = jax.eval_shape(lambda: init_variables(module, meta["input_shape"]))

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxinv.results import _atomic_write, save_grid
+from jaxinv.evaluation.results import _atomic_write, save_grid
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1d2330;

@@ -1,0 +1,171 @@
+"""``fit_many``: M classifiers trained at once by ``vmap`` over parameters, seeds and
+per-model data masks (shadow models for membership inference, seed ensembles).
+
+Model ``m`` starts from ``init_variables(module, shape, seeds[m])`` and, every epoch,
+visits its own examples (``masks[m]``) in an order drawn from ``key(seeds[m])``; batches
+of models with fewer examples are padded with weight-0 examples, so each model sees only
+its own data. The result equals training the models one by one with the same seeds and
+masks (``tests/test_training.py``), up to float reassociation inside ``vmap``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxinv.models import init_variables
+from jaxinv.training.step import classifier_loss, init_state, make_step, variables_of
+
+
+class ManyResult(NamedTuple):
+    """``variables`` stacked over models ``[M, ...]``; ``history [epochs, M, 2]`` holds
+    each epoch's mean (loss, accuracy); ``seconds`` the training time of this call."""
+
+    variables: dict
+    history: np.ndarray
+    seconds: float
+
+
+@partial(jax.jit, static_argnums=(3, 4))
+def _epoch_order(keys: jax.Array, masks: jax.Array, epoch: jax.Array, steps: int,
+                 batch: int) -> tuple[jax.Array, jax.Array]:
+    """Per model: its examples first, in random order; ``[M, steps, batch]`` indices and
+    0/1 weights."""
+
+    def one(key, mask):
+        u = jax.random.uniform(jax.random.fold_in(key, epoch), mask.shape)
+        order = jnp.argsort(jnp.where(mask, u, 2.0 + u))[:steps * batch]
+        return order.reshape(steps, batch), mask[order].reshape(steps, batch)
+
+    return jax.vmap(one)(keys, masks)
+
+
+def _check(x, y, masks, seeds) -> tuple[np.ndarray, list[int]]:
+    if x.ndim != 4 or len(x) != len(y) or len(x) == 0:
+        raise ValueError(f"fit_many: expected images [N, H, W, C] and labels [N], got "
+                         f"{x.shape} and {y.shape}")
+    seeds = [int(s) for s in seeds]
+    if not seeds:
+        raise ValueError("fit_many: seeds must name at least one model")
+    masks = np.ones((len(seeds), len(x)), bool) if masks is None else np.asarray(masks, bool)
+    if masks.shape != (len(seeds), len(x)):
+        raise ValueError(f"fit_many: masks must be [models={len(seeds)}, N={len(x)}] bools, "
+                         f"got {masks.shape}")
+    if not masks.sum(1).min() > 0:
+        raise ValueError("fit_many: every model needs at least one example in its mask")
+    return masks, seeds
+
+
+def fit_many(module: Any, x: np.ndarray, y: np.ndarray, *, seeds: list[int],
+             masks: np.ndarray | None = None, epochs: int = 10, batch_size: int = 128,
+             lr: float = 1e-3, weight_decay: float = 1e-4, augment: int = 0,
+             workdir: str | Path | None = None, progress: bool = True) -> ManyResult:
+    """Train ``len(seeds)`` copies of ``module`` at once, model ``m`` on ``x[masks[m]]``.
+
+    Checkpoints every epoch with orbax in ``workdir`` and resumes from it (a directory
+    of other settings is refused). Steps per epoch: the largest mask's size // batch.
+
+    Example:
+        >>> from jaxinv import data
+        >>> from jaxinv.models import create
+        >>> x, y = data.load("digits", "train")
+        >>> res = fit_many(create("softmax", 10), x[:200], y[:200], seeds=[0, 1], epochs=1,
+        ...                progress=False)
+        >>> res.history.shape
+        (1, 2, 2)
+    """
+    import orbax.checkpoint as ocp
+
+    x, y = np.asarray(x, np.float32), np.asarray(y, np.int32)
+    masks, seeds = _check(x, y, masks, seeds)
+    batch_size = int(min(batch_size, masks.sum(1).max()))
+    steps = int(masks.sum(1).max()) // batch_size
+    tx = optax.adamw(lr, weight_decay=weight_decay)
+    states = jax.vmap(lambda v: init_state(v, tx))(jax.tree.map(
+        lambda *a: jnp.stack(a), *[init_variables(module, x.shape[1:], s) for s in seeds]))
+    keys = jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.uint32))
+    inner = make_step(classifier_loss(module, augment), tx)
+
+    @partial(jax.jit, donate_argnums=(0,))
+    def step(states, xd, yd, idx, w, i, epoch):
+        ks = jax.vmap(lambda k: jax.random.fold_in(jax.random.fold_in(k, epoch), i))(keys)
+        return jax.vmap(inner)(states, (xd[idx], yd[idx]), w, ks)
+
+    config = {"module": repr(module), "seeds": seeds, "masks": _digest(masks),
+              "data": _digest(x) + _digest(y), "batch_size": batch_size, "lr": lr,
+              "weight_decay": weight_decay, "augment": augment}
+    mngr, start, history = _resume(workdir, config, states, ocp)
+    if start:
+        item = mngr.restore(start, args=ocp.args.StandardRestore(
+            {"states": states, "history": np.zeros((start, len(seeds), 2), np.float32)}))
+        states, history = item["states"], list(np.asarray(item["history"]))
+    bar = _bar(progress, (epochs - start) * steps, len(seeds))
+    xd, yd, md = jax.device_put(x), jax.device_put(y), jnp.asarray(masks)
+    tic = time.perf_counter()
+    for epoch in range(start, epochs):
+        idx, w = _epoch_order(keys, md, jnp.int32(epoch), steps, batch_size)
+        sums = jnp.zeros((len(seeds), 2), jnp.float32)
+        for i in range(steps):  # dispatched asynchronously
+            states, m = step(states, xd, yd, idx[:, i], w[:, i], jnp.int32(i), jnp.int32(epoch))
+            sums = sums + jnp.stack([m["loss"], m["acc"]], -1)
+            if bar is not None:
+                bar.update(1)
+        history.append(np.asarray(sums) / steps)
+        if mngr is not None:
+            mngr.save(epoch + 1, args=ocp.args.StandardSave(
+                {"states": states, "history": np.stack(history)}))
+            mngr.wait_until_finished()
+    if bar is not None:
+        bar.close()
+    hist = np.stack(history) if history else np.zeros((0, len(seeds), 2), np.float32)
+    return ManyResult(variables_of(states), hist, time.perf_counter() - tic)
+
+
+def _digest(a: np.ndarray) -> str:
+    import hashlib
+
+    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()[:12]
+
+
+def _resume(workdir, config, states, ocp):
+    if workdir is None:
+        return None, 0, []
+    workdir = Path(workdir).absolute()
+    workdir.mkdir(parents=True, exist_ok=True)
+    cfg = workdir / "fit_many_config.json"
+    config = json.loads(json.dumps(config))
+    if cfg.exists() and json.loads(cfg.read_text()) != config:
+        raise ValueError(f"{workdir} holds models trained with other settings; use a new "
+                         "workdir or the same settings")
+    cfg.write_text(json.dumps(config, indent=1))
+    mngr = ocp.CheckpointManager(workdir / "ckpt", options=ocp.CheckpointManagerOptions(
+        max_to_keep=2, enable_async_checkpointing=False))
+    return mngr, mngr.latest_step() or 0, []
+
+
+def _bar(progress: bool, total: int, models: int):
+    if not progress or total <= 0:
+        return None
+    from tqdm.auto import tqdm
+    return tqdm(total=total, desc=f"fit_many ({models} models)", unit="step",
+                dynamic_ncols=True)
+
+
+def unstack(variables: dict, m: int) -> dict:
+    """Model ``m``'s variables out of :class:`ManyResult` ``.variables``.
+
+    Example:
+        >>> v0 = unstack(res.variables, 0)
+    """
+    return jax.tree.map(lambda a: a[m], variables)
+
+
+__all__ = ["ManyResult", "fit_many", "unstack"]

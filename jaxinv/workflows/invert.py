@@ -1,0 +1,225 @@
+"""Attack every class of a trained target and write the run directory.
+
+This is the library function behind ``jaxinv attack`` and ``jaxinv demo``. Attacks come
+from the registry (:mod:`jaxinv.attacks.registry`); class-level judging happens here, in
+the evaluation layer, not in the driver. Metric names: ``target_confidence`` is always
+the *undefended* target's probability of the class on the returned iterate (``null``
+with a reason when the target's weights are not available, as for a remote target);
+what a black-box attack itself observed has its own keys (``observed_confidence``,
+``sphere_share``).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from jaxinv import defenses, oracles
+from jaxinv.attacks import registry
+from jaxinv.core import as_attack, jsonable, run_chains, run_remote
+from jaxinv.evaluation import results
+from jaxinv.models import apply_logits
+
+
+def _load(workdir: str | Path, role: str):
+    from jaxinv.training import load_classifier
+
+    try:
+        return load_classifier(workdir)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"{role} model: {e}") from e
+
+
+def build_blackbox(name: str, input_shape: tuple[int, ...], steps: int,
+                   options: dict[str, Any]):
+    """Build a registered black-box (ask/tell) kernel; ``options`` are its keywords.
+
+    Example:
+        >>> build_blackbox("label-only", (28, 28, 1), 500, {"spheres": 8}).num_queries
+        9
+    """
+    entry = registry.get(name)
+    if entry.kind == "white-box":
+        raise ValueError(f"{name!r} is a white-box attack; it needs the target's weights")
+    options = {"max_steps": steps, **_convert(entry, options)}
+    return entry.factory(tuple(input_shape), **options)
+
+
+def _convert(entry: registry.Entry, options: dict[str, Any]) -> dict[str, Any]:
+    out = dict(options)
+    for k, fn in (entry.convert or {}).items():
+        if isinstance(out.get(k), str):
+            out[k] = fn(out[k])
+    return out
+
+
+def build_attack(name: str, target: Any, steps: int, options: dict[str, Any]):
+    """The in-process kernel of registered attack ``name`` against ``target`` (a
+    ``Classifier``). Black-box attacks see the target through a score or label oracle
+    behind the output defense ``options["defense"]`` (e.g. ``"round:2,topk:3"``).
+
+    Example:
+        >>> attack = build_attack("mi-face", clf, 500, {"loss": "neg_log_p"})
+    """
+    entry = registry.get(name)
+    options = dict(options)
+    shape = tuple(target.meta["input_shape"])
+    if entry.kind == "white-box":
+        if options.pop("defense", ""):
+            raise ValueError(f"{name} is white-box: output defenses do not apply")
+        options = {"max_steps": steps, **_convert(entry, options)}
+        return entry.factory(apply_logits(target.module), shape, **options)
+    defense = defenses.parse(options.pop("defense", "") or "")
+    bb = build_blackbox(name, shape, steps, options)
+    make = oracles.label if bb.kind == "label" else oracles.score
+    return as_attack(bb, make(apply_logits(target.module), defense))
+
+
+def _attack_metrics(state: Any) -> dict[str, Any]:
+    """What the attack itself counted: queries, budget-exhausted and never-started chains,
+    and what a black-box attack observed (``observed_confidence``, ``sphere_share``)."""
+    out: dict[str, Any] = {}
+    if hasattr(state, "queries"):
+        q = np.asarray(state.queries)
+        out.update(queries_total=int(q.sum()), queries_per_chain=float(q.mean()),
+                   chains_budget_exhausted=int(np.asarray(state.budget_exhausted).sum()))
+    if hasattr(state, "found"):
+        out["chains_without_start"] = int((~np.asarray(state.found)).sum())
+    if hasattr(state, "sphere_share"):
+        out["sphere_share"] = float(np.mean(state.sphere_share))
+    elif hasattr(state, "confidence"):
+        out["observed_confidence"] = float(np.mean(state.confidence))
+    return out
+
+
+def _remote_target(remote: str, out: Path, client_options: dict | None):
+    from jaxinv.http.client import HTTPOracle
+
+    out.mkdir(parents=True, exist_ok=True)
+    return HTTPOracle(remote, log_path=out / "queries.jsonl",
+                      **{"batch_size": 1024, **(client_options or {})})
+
+
+def _check_models(meta: dict, evaluator: Any, classes: list[int] | None) -> np.ndarray:
+    k = int(meta["num_classes"])
+    if int(evaluator.meta["num_classes"]) != k:
+        raise ValueError(f"target has {k} classes but the evaluation model has "
+                         f"{evaluator.meta['num_classes']}: train both on the same classes")
+    if tuple(evaluator.meta["input_shape"]) != tuple(meta["input_shape"]):
+        raise ValueError(f"target input shape {meta['input_shape']} differs from the "
+                         f"evaluation model's {evaluator.meta['input_shape']}")
+    classes = list(range(k)) if classes is None else [int(c) for c in classes]
+    bad = [c for c in classes if not 0 <= c < k]
+    if bad or not classes:
+        raise ValueError(f"classes {bad or classes} out of range for a {k}-class target")
+    return np.asarray(classes, np.int32)
+
+
+def invert(attack: str, target_dir: str | Path | None, eval_dir: str | Path,
+           out: str | Path, *, chains: int, steps: int, classes: list[int] | None = None,
+           seed: int = 0, chunk: int | None = None, segment: int | None = None,
+           options: dict[str, Any] | None = None, progress: bool = True,
+           remote: str | None = None, client_options: dict[str, Any] | None = None,
+           ) -> dict[str, Any]:
+    """Run ``attack`` with ``chains`` chains on every class; write ``out/results.json``,
+    ``out/reconstructions.npz`` and ``out/grid.png``.
+
+    With ``remote`` (a ``jaxinv serve`` URL) a black-box attack queries that server over
+    HTTP instead of loading ``target_dir`` (pass ``None``); every HTTP batch is logged to
+    ``out/queries.jsonl``. A run killed mid-way, or stopped by a server outage, resumes
+    from ``out/checkpoints`` when restarted with the same arguments.
+
+    Example:
+        >>> rec = invert("mi-face", "runs/demo/target", "runs/demo/evaluator", "runs/x",
+        ...              chains=64, steps=200)
+        >>> rec["metrics"]["attack_acc_top1"]
+    """
+    options, out = dict(options or {}), Path(out)
+    entry = registry.get(attack)
+    evaluator = _load(eval_dir, "evaluation")
+    client = target = None
+    if remote is not None:
+        if entry.kind == "white-box":
+            raise ValueError(f"--remote needs a black-box attack, got {attack!r}: a remote "
+                             "model exposes no weights")
+        if options.pop("defense", ""):
+            raise ValueError("a remote target applies its own defenses (jaxinv serve "
+                             "--defense); do not pass --defense with --remote")
+        client = _remote_target(remote, out, client_options)
+        meta = client.stats()["model"]
+    else:
+        target = _load(target_dir, "target")
+        meta = target.meta
+    y = _check_models(meta, evaluator, classes)
+    config = {"options": jsonable(options),
+              "target": remote or str(Path(target_dir).absolute())}
+    tic = time.perf_counter()
+    kw = dict(chains=chains, steps=steps, seed=seed, segment=segment,
+              workdir=out / "checkpoints", progress=progress, config=config)
+    if client is not None:
+        res = run_remote(build_blackbox(attack, meta["input_shape"], steps, options), client,
+                         y, desc=f"{attack} @ {remote}", **kw)
+    else:
+        kernel = build_attack(attack, target, steps, options)
+        res = run_chains(kernel, y, target.variables, chunk=chunk, desc=attack, **kw)
+    record = _record(attack, res, y, target, evaluator, time.perf_counter() - tic,
+                     dict(target_dir=str(target_dir), eval_dir=str(eval_dir), chains=chains,
+                          steps=steps, classes=y.tolist(), chunk=chunk, segment=segment,
+                          options=jsonable(options), seed=seed, meta=meta))
+    if client is not None:
+        record["config"]["remote"] = remote
+        record["metrics"]["http"] = {"queries": client.queries, "requests": client.requests,
+                                     "retries": client.retries,
+                                     "seconds": round(client.http_seconds, 3)}
+    if jax.process_index() == 0:
+        results.write_run(out, record, _arrays(res, y))
+    return record
+
+
+def _record(attack, res, y, target, evaluator, wall_s, cfg) -> dict[str, Any]:
+    judged = results.judge(evaluator, res.best_x, y)
+    init = results.judge(evaluator, res.x_init, y)
+    conf = results.judge(target, res.best_x, y) if target is not None else None
+    per_class = {c: {"top1": v["top1"], "top5": v["top5"],
+                     "target_confidence": conf["per_class"][c]["confidence"] if conf else None}
+                 for c, v in judged["per_class"].items()}
+    n_failed = int(res.failed.sum())
+    if n_failed:
+        print(f"warning: {n_failed} chains went non-finite and were frozen at their last "
+              "finite iterate (see reconstructions.npz 'failed')", file=sys.stderr)
+    timing = {**res.timing, "wall_s": wall_s,
+              "chain_steps_per_s": res.steps_run * res.best_x.shape[0] * res.best_x.shape[1]
+              / max(res.timing["run_s"], 1e-9)}
+    metrics = {
+        "attack_acc_top1": judged["top1"], "attack_acc_top5": judged["top5"],
+        "attack_acc_top1_std_over_classes": judged["top1_std_over_classes"],
+        "init_acc_top1": init["top1"], "init_acc_top5": init["top5"],
+        "target_confidence": conf["confidence"] if conf else None,
+        "chains_failed": n_failed, "steps_run": res.steps_run, "per_class": per_class,
+        **_attack_metrics(res.state)}
+    if conf is None:
+        metrics["target_confidence_note"] = "remote target: its weights are not available"
+    return {"attack": attack,
+            "config": {"target": cfg["target_dir"], "eval_model": cfg["eval_dir"],
+                       "chains": cfg["chains"], "steps": cfg["steps"],
+                       "classes": cfg["classes"], "chunk": cfg["chunk"],
+                       "segment": cfg["segment"], "options": cfg["options"],
+                       "target_meta": cfg["meta"], "eval_meta": evaluator.meta},
+            "seed": cfg["seed"], "versions": results.versions(), "metrics": metrics,
+            "timing": timing}
+
+
+def _arrays(res, y) -> dict[str, np.ndarray]:
+    arrays = {"x": res.best_x, "y": y, "x_init": res.x_init, "best_loss": res.best_loss,
+              "failed": res.failed}
+    if res.info is not None:  # curves: mean over chains per step and class
+        flat = {**{k: v for k, v in res.info._asdict().items() if k != "aux"},
+                **getattr(res.info, "aux", {})}
+        for name, v in flat.items():
+            arrays[f"curve_{name}"] = np.nanmean(np.asarray(v, np.float64), axis=2)
+    return arrays
