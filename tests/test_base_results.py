@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxinv.evaluation import results
 from jaxinv.attacks import priors
 from jaxinv.core.protocol import check_state, healthy, tree_where
+from jaxinv.evaluation import results
 from jaxinv.workflows.invert import build_attack
 
 

@@ -140,3 +140,29 @@ def test_cli_report(tmp_path, capsys):
     assert cli.main(["report", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err
     assert "jaxinv report: error:" in err and "jaxinv attack" in err
+
+
+def test_report_escapes_results_json_strings(tmp_path):
+    """Strings from results.json reach the page escaped, wherever the template shows them;
+    the base64 images the report makes itself are not escaped (twice or at all)."""
+    d = make_run(tmp_path / "run", evaluate=True, per_sample=True)
+    evil = "<script>alert(1)</script>"
+    rec = json.loads((d / "results.json").read_text())
+    rec["attack"] = evil
+    rec["seed"] = evil
+    rec["config"]["options"]["note"] = evil
+    rec["config"]["target_meta"]["arch"] = evil
+    rec["versions"]["jax"] = evil
+    rec["metrics"]["per_sample"]["private"] = evil
+    rec["metrics"]["per_class"]["0"][evil] = evil
+    rec["metrics"]["per_class"][evil] = {"top1": 0.5}
+    (d / "results.json").write_text(json.dumps(rec))
+    page = write_report(d).read_text()
+    assert "<script" not in page
+    escaped = "&lt;script&gt;alert(1)&lt;/script&gt;"
+    assert page.count(escaped) >= 9, page.count(escaped)  # title, h1, seed, ..., table
+    assert f"<td>class {escaped}</td>" in page and f"<b>{escaped}</b> on digits" in page
+    assert "&amp;lt;" not in page and "&amp;" not in page  # nothing escaped twice
+    assert_self_contained(page)
+    for src in re.findall(r'src="([^"]*)"', page):
+        assert re.fullmatch(r"data:image/png;base64,[A-Za-z0-9+/]+=*", src)

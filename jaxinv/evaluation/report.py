@@ -3,12 +3,17 @@
 :func:`write_report` reads ``D/results.json``, ``D/reconstructions.npz``, ``D/grid.png`` and,
 after ``jaxinv evaluate``, ``D/per_sample.npz``, and writes ``D/report.html``: one page with
 every image and figure embedded as a base64 PNG, so it can be archived or mailed on its own.
+
+The page is the Jinja2 template ``templates/report.html.j2`` (its CSS in
+``templates/report.css.j2``), shipped as package data and rendered with autoescaping: this
+module only gathers plain values (numbers formatted as text, strings from ``results.json``
+unchanged, images as ``data:`` URIs), and the template escapes every one of them.
 """
 
 from __future__ import annotations
 
 import base64
-import html
+import functools
 import io
 import itertools
 import json
@@ -23,28 +28,6 @@ import numpy as np
 
 from jaxinv.evaluation.results import _atomic_write, save_grid
 
-CSS = """
-body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1d2330;
- max-width:1180px;margin:24px auto;padding:0 20px}
-h1{font-size:22px;margin:0 0 2px}h2{font-size:17px;margin:30px 0 10px;padding-bottom:4px;
- border-bottom:1px solid #e3e6ec}.muted{color:#667085}code{background:#f2f4f7;padding:0 4px}
-table{border-collapse:collapse;font-variant-numeric:tabular-nums}
-th,td{padding:4px 10px;border-bottom:1px solid #eceff3;text-align:right;white-space:nowrap}
-th{background:#f5f7fa;font-weight:600;position:sticky;top:0;white-space:normal;
- vertical-align:bottom}table.pc td,table.pc th{padding:3px 8px;font-size:13px}
-td:first-child,th:first-child{text-align:left}
-table.kv td{text-align:left;white-space:normal}table.kv th{text-align:left;background:none;
- color:#475467;position:static;vertical-align:top}
-.cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(165px,1fr));gap:10px}
-.card{border:1px solid #e3e6ec;border-radius:8px;padding:8px 12px}
-.card .v{font-size:21px;font-weight:600}.card .l,.card .s{color:#667085;font-size:12px}
-.hint{background:#fff8e6;border:1px solid #f5d78e;border-radius:6px;padding:8px 12px;margin:12px 0}
-.scroll{max-height:900px;overflow:auto;width:fit-content;max-width:100%;
- border:1px solid #eceff3}
-img.px{image-rendering:pixelated}img.fig{max-width:100%}
-.pairs{display:flex;flex-wrap:wrap;gap:10px}.pair{border:1px solid #e3e6ec;border-radius:8px;
- padding:6px;text-align:center;font-size:12px}.pair img{width:96px;margin:2px}
-"""
 # per-class columns in [0, 1]: drawn with an inline bar behind the number
 FRACTIONS = {"top1", "top5", "target_confidence", "precision", "recall", "coverage",
              "resilient_fraction"}
@@ -62,12 +45,25 @@ def _fmt(v: Any, pct: bool = False) -> str:
     if isinstance(v, bool | int | np.integer):
         return f"{int(v):,}"
     if not isinstance(v, float | np.floating):
-        return html.escape(str(v))
+        return str(v)  # plain text: the template escapes it
     if not math.isfinite(v):
         return str(v)
     if pct:
         return f"{100 * v:.1f}%"
     return f"{v:,.0f}" if abs(v) >= 1e4 else f"{v:.4g}"
+
+
+@functools.cache
+def _env() -> Any:
+    """The Jinja2 environment of the package's templates (autoescaping ``*.html.j2``)."""
+    import jinja2
+
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("jaxinv.evaluation", "templates"),
+        # select_autoescape() alone matches names ending in .html, not report.html.j2
+        autoescape=jinja2.select_autoescape(("html", "htm", "xml", "html.j2"), default=True),
+        trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+        undefined=jinja2.StrictUndefined)
 
 
 def _b64(png: bytes) -> str:
@@ -133,46 +129,42 @@ def load_run(run_dir: str | Path) -> tuple[dict, dict[str, np.ndarray], dict | N
     return rec, arrays, per_sample
 
 
-def _meta_row(name: str, meta: dict | None, path: Any) -> str:
+def _model_row(name: str, meta: dict | None, path: Any) -> dict | None:
     if not meta:
-        return f"<tr><th>{name}</th><td>{_fmt(path)}</td></tr>" if path else ""
-    bits = [f"<b>{_fmt(meta.get('arch', '?'))}</b> on {_fmt(meta.get('dataset', '?'))}",
-            f"test acc {_fmt(meta.get('test_accuracy'), pct=True)}",
-            f"train acc {_fmt(meta.get('train_accuracy'), pct=True)}",
-            f"{_fmt(meta.get('num_params'))} params", f"<span class=muted>{_fmt(path)}</span>"]
-    return f"<tr><th>{name}</th><td>{' · '.join(bits)}</td></tr>"
+        return {"name": name, "meta": None, "path": _fmt(path)} if path else None
+    return {"name": name, "path": _fmt(path),
+            "meta": {"arch": _fmt(meta.get("arch", "?")), "dataset": _fmt(meta.get("dataset", "?")),
+                     "test_acc": _fmt(meta.get("test_accuracy"), pct=True),
+                     "train_acc": _fmt(meta.get("train_accuracy"), pct=True),
+                     "params": _fmt(meta.get("num_params"))}}
 
 
-def _header(d: Path, rec: dict, arrays: dict) -> str:
+def _header(d: Path, rec: dict, arrays: dict) -> dict:
     cfg, m, t, v = (rec.get(k) or {} for k in ("config", "metrics", "timing", "versions"))
     x = arrays["x"]
     opts = ", ".join(f"{k}={v}" for k, v in (cfg.get("options") or {}).items()) or "defaults"
-    attack = (f"{x.shape[1]} chains × {x.shape[0]} classes, {_fmt(m.get('steps_run'))} steps "
-              f"(of {_fmt(cfg.get('steps'))}); image {'×'.join(map(str, x.shape[2:]))}; "
-              f"options: {html.escape(opts)}")
+    run = (f"{x.shape[1]} chains × {x.shape[0]} classes, {_fmt(m.get('steps_run'))} steps "
+           f"(of {_fmt(cfg.get('steps'))}); image {'×'.join(map(str, x.shape[2:]))}; "
+           f"options: {opts}")
     vers = " · ".join(f"{k} {_fmt(v[k])}" for k in ("jaxinv", "jax", "jaxlib", "flax", "numpy",
                                                     "python", "backend", "devices") if k in v)
     timing = " · ".join(f"{k.removesuffix('_s')} {_fmt(t[k])} s" for k in
                         ("wall_s", "compile_s", "run_s", "evaluate_s") if k in t)
     if "chain_steps_per_s" in t:
         timing += f" · {_fmt(t['chain_steps_per_s'])} chain-steps/s"
-    rows = [_meta_row("Target", cfg.get("target_meta"), cfg.get("target")),
-            _meta_row("Evaluator", cfg.get("eval_meta"), cfg.get("eval_model")),
-            f"<tr><th>Attack</th><td>{attack}</td></tr>",
-            f"<tr><th>Seed</th><td>{_fmt(rec.get('seed'))}</td></tr>",
-            f"<tr><th>Versions</th><td>{vers or '–'}</td></tr>",
-            f"<tr><th>Timing</th><td>{timing or '–'}</td></tr>"]
-    return (f"<h1>Model-inversion audit: {_fmt(rec.get('attack', 'attack'))}</h1>"
-            f"<div class=muted>{_fmt(str(d.absolute()))} · report generated "
-            f"{time.strftime('%Y-%m-%d %H:%M')}</div><table class=kv>{''.join(rows)}</table>")
+    models = [_model_row("Target", cfg.get("target_meta"), cfg.get("target")),
+              _model_row("Evaluator", cfg.get("eval_meta"), cfg.get("eval_model"))]
+    return {"attack": _fmt(rec.get("attack", "attack")), "path": str(d.absolute()),
+            "generated": time.strftime("%Y-%m-%d %H:%M"),
+            "models": [r for r in models if r is not None], "run": run,
+            "seed": _fmt(rec.get("seed")), "versions": vers or "–", "timing": timing or "–"}
 
 
-def _card(label: str, value: str, sub: str = "") -> str:
-    return f"<div class=card><div class=l>{label}</div><div class=v>{value}</div>" \
-           f"<div class=s>{sub}</div></div>"
+def _card(label: str, value: str, sub: str = "") -> dict:
+    return {"label": label, "value": value, "sub": sub}
 
 
-def _headline(d: Path, m: dict) -> str:
+def _headline(d: Path, m: dict) -> dict:
     cards = [_card("Attack top-1", _fmt(m.get("attack_acc_top1"), True),
                    f"random init {_fmt(m.get('init_acc_top1'), True)}"),
              _card("Attack top-5", _fmt(m.get("attack_acc_top5"), True),
@@ -187,19 +179,15 @@ def _headline(d: Path, m: dict) -> str:
                           ("score_max", "Max score", "most exposed sample")]:
         if k in ps:
             cards.append(_card(label, _fmt(ps[k], pct=k == "resilient_fraction"), sub))
-    out = f"<h2>Headline numbers</h2><div class=cards>{''.join(cards)}</div>"
-    if ps:
-        out += (f"<p class=muted>Sample-level scores: {_fmt(ps.get('definition', 'score'))} "
-                f"on private set {_fmt(ps.get('private', '?'))}, "
-                f"{_fmt(ps.get('features', 'features ?'))}.</p>")
-    if not any(k in m for k, *_ in EVAL_HEADLINE) and not ps:
-        out += (f"<div class=hint>No sample-level metrics yet: run <code>jaxinv evaluate --run "
-                f"{html.escape(str(d))} ...</code> to add sample-level metrics (KNN distance, "
-                "FID, precision/recall, per-sample exposure scores).</div>")
-    return out
+    per_sample = {"definition": _fmt(ps.get("definition", "score")),
+                  "private": _fmt(ps.get("private", "?")),
+                  "features": _fmt(ps.get("features", "features ?"))} if ps else None
+    no_metrics = not any(k in m for k, *_ in EVAL_HEADLINE) and not ps
+    return {"cards": cards, "per_sample": per_sample,
+            "evaluate_hint": str(d) if no_metrics else None}
 
 
-def _per_class_table(m: dict, arrays: dict) -> str:
+def _per_class_table(m: dict, arrays: dict) -> dict | None:
     pc, pe = m.get("per_class") or {}, m.get("per_class_eval") or {}
     extra: dict[str, dict[str, Any]] = {}
     if "y" in arrays:
@@ -213,25 +201,21 @@ def _per_class_table(m: dict, arrays: dict) -> str:
     classes = sorted(set().union(*tables), key=lambda c: (len(c), c))  # "2" before "10"
     cols = list(dict.fromkeys(k for t in tables for row in t.values() for k in row))
     if not classes:
-        return ""
-    head = "".join(f"<th>{html.escape(k.replace('_', ' ').replace('top', 'top-'))}</th>"
-                   for k in cols)
+        return None
     rows = []
     for c in classes:
         cells = []
         for k in cols:
             v = next((t[c][k] for t in tables if k in t.get(c, {})), None)
-            bar = (f' style="background:linear-gradient(90deg,#dbe7f7 {100 * v:.0f}%,'
-                   f'transparent {100 * v:.0f}%)"' if k in FRACTIONS and isinstance(v, float)
-                   and 0 <= v <= 1 else "")
-            txt = f"{v:.3f}" if bar else _fmt(v)
-            cells.append(f"<td{bar}>{txt}</td>")
-        rows.append(f"<tr><td>class {html.escape(c)}</td>{''.join(cells)}</tr>")
-    return (f"<h2>Per class</h2><div class=scroll><table class=pc><tr><th>class</th>{head}</tr>"
-            f"{''.join(rows)}</table></div>")
+            if k in FRACTIONS and isinstance(v, float) and 0 <= v <= 1:  # an inline bar
+                cells.append({"text": f"{v:.3f}", "bar": f"{100 * v:.0f}"})
+            else:
+                cells.append({"text": _fmt(v), "bar": None})
+        rows.append({"name": c, "cells": cells})
+    return {"columns": [k.replace("_", " ").replace("top", "top-") for k in cols], "rows": rows}
 
 
-def _grid(d: Path, arrays: dict) -> str:
+def _grid(d: Path, arrays: dict) -> dict:
     from PIL import Image
 
     if (d / "grid.png").is_file():
@@ -246,22 +230,18 @@ def _grid(d: Path, arrays: dict) -> str:
     y = [int(c) for c in np.asarray(arrays.get("y", [])).ravel()]
     y = f"{y[0]}–{y[-1]}" if len(y) > 3 and y == list(range(y[0], y[-1] + 1)) else \
         ", ".join(map(str, y))
-    return (f"<h2>Reconstructions</h2><p class=muted>One row per class (top to bottom: "
-            f"classes {y}); the best iterates of the first chains of each class.</p>"
-            "<div class=scroll>"
-            f'<img class=px width={show_h * w // h} height={show_h} src="{_b64(png)}" '
-            'alt="grid"></div>')
+    return {"classes": y, "width": show_h * w // h, "height": show_h, "src": _b64(png)}
 
 
-def _exposed(ps: dict) -> str:
+def _exposed(ps: dict) -> list[dict]:
     n = len(ps.get("exposed_index", []))
     if not n or "exposed_x" not in ps or "exposed_rec" not in ps:
-        return ""
+        return []
     labels = ps.get("labels")
     # exposed_index indexes the whole private set; score/labels only its attacked-class
     # subset, whose private-set indices are private_index (identity when absent)
     where = {int(v): k for k, v in enumerate(ps.get("private_index", range(len(ps["score"]))))}
-    cards = []
+    pairs = []
     for i in range(n):
         j = int(ps["exposed_index"][i])
         k = where.get(j)
@@ -270,16 +250,15 @@ def _exposed(ps: dict) -> str:
             None if k is None else ps["score"][k]
         sc = None if sc is None else float(sc)
         dist = ps["exposed_dist"][i] if "exposed_dist" in ps else None
-        cards.append(f'<div class=pair><img class=px src="{_b64(_img_png(ps["exposed_x"][i]))}" '
-                     f'alt="private"><img class=px src="{_b64(_img_png(ps["exposed_rec"][i]))}" '
-                     f'alt="reconstruction"><br>#{j}{cls}<br>score {_fmt(sc)} · '
-                     f"dist {_fmt(None if dist is None else float(dist))}</div>")
-    return ("<h2>Most exposed training samples</h2><p class=muted>Private training image "
-            "(left) next to its nearest reconstruction (right), highest exposure score first."
-            f"</p><div class=pairs>{''.join(cards)}</div>")
+        pairs.append({"private": _b64(_img_png(ps["exposed_x"][i])),
+                      "reconstruction": _b64(_img_png(ps["exposed_rec"][i])),
+                      "index": j, "label": cls, "score": _fmt(sc),
+                      "dist": _fmt(None if dist is None else float(dist))})
+    return pairs
 
 
 def _score_figure(ps: dict) -> str:
+    """The per-sample score figure as a ``data:`` URI."""
     from matplotlib.figure import Figure
 
     s = np.asarray(ps["score"], np.float64)
@@ -310,17 +289,16 @@ def _score_figure(ps: dict) -> str:
         ax.set(xlabel="class", ylabel="fraction of class samples",
                title="Exposed (score > 0) fraction per class,\nby score band")
         ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1, 0.5), title="score")
-    return ("<h2>Per-sample exposure scores</h2>"
-            f'<img class=fig src="{_b64(_fig_png(fig))}" alt="scores">')
+    return _b64(_fig_png(fig))
 
 
-def _curves_figure(arrays: dict) -> str:
+def _curves_figure(arrays: dict) -> str | None:
     import matplotlib
     from matplotlib.figure import Figure
 
     names = [k for k in ("curve_loss", "curve_confidence", "curve_grad_norm") if k in arrays]
     if not names:
-        return ""
+        return None
     y = np.asarray(arrays.get("y", np.arange(arrays[names[0]].shape[1]))).ravel()
     fig = Figure(figsize=(11, 3.2), layout="constrained")
     cmap = matplotlib.colormaps["tab10" if len(y) <= 10 else "viridis"]
@@ -339,8 +317,7 @@ def _curves_figure(arrays: dict) -> str:
                + " (mean over chains)")
     if len(y) <= 10:
         ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1, 0.5), title="class")
-    return ("<h2>Attack curves per class</h2>"
-            f'<img class=fig src="{_b64(_fig_png(fig))}" alt="curves">')
+    return _b64(_fig_png(fig))
 
 
 def write_report(run_dir: str | Path) -> Path:
@@ -356,14 +333,15 @@ def write_report(run_dir: str | Path) -> Path:
     d = Path(run_dir)
     rec, arrays, ps = load_run(d)
     m = rec["metrics"]
-    body = [_header(d, rec, arrays), _headline(d, m), _per_class_table(m, arrays),
-            _grid(d, arrays)]
+    context = {"attack": _fmt(rec.get("attack", "")), "run_name": d.name,
+               "header": _header(d, rec, arrays), "headline": _headline(d, m),
+               "per_class": _per_class_table(m, arrays), "grid": _grid(d, arrays),
+               "exposed": [], "score_figure": None}
     if ps is not None and "score" in ps:
-        body += [_exposed(ps), _score_figure(ps)]
-    body.append(_curves_figure(arrays))
-    page = (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>jaxinv report: "
-            f"{_fmt(rec.get('attack', ''))} {html.escape(d.name)}</title><style>{CSS}</style>"
-            f"</head><body>{''.join(body)}</body></html>")
+        context["exposed"] = _exposed(ps)
+        context["score_figure"] = _score_figure(ps)
+    context["curves_figure"] = _curves_figure(arrays)
+    page = _env().get_template("report.html.j2").render(context)
     out = d / "report.html"
     _atomic_write(out, lambda f: f.write(page.encode()))
     return out

@@ -2,9 +2,10 @@
 per-model data masks (shadow models for membership inference, seed ensembles).
 
 Model ``m`` starts from ``init_variables(module, shape, seeds[m])`` and, every epoch,
-visits its own examples (``masks[m]``) in an order drawn from ``key(seeds[m])``; batches
-of models with fewer examples are padded with weight-0 examples, so each model sees only
-its own data. The result equals training the models one by one with the same seeds and
+visits its own examples (``masks[m]``) in an order drawn from ``key(seeds[m])``, in
+``ceil(|mask| / batch)`` batches (the last one partial); batches are padded with weight-0
+examples and an all-padding batch leaves a model unchanged, so each model sees only its
+own data and the result equals training the models one by one with the same seeds and
 masks (``tests/test_training.py``), up to float reassociation inside ``vmap``.
 """
 
@@ -42,8 +43,10 @@ def _epoch_order(keys: jax.Array, masks: jax.Array, epoch: jax.Array, steps: int
 
     def one(key, mask):
         u = jax.random.uniform(jax.random.fold_in(key, epoch), mask.shape)
-        order = jnp.argsort(jnp.where(mask, u, 2.0 + u))[:steps * batch]
-        return order.reshape(steps, batch), mask[order].reshape(steps, batch)
+        order = jnp.argsort(jnp.where(mask, u, 2.0 + u))
+        order = jnp.resize(order, (steps * batch,))  # wraps round: the tail is padding
+        w = mask[order] & (jnp.arange(steps * batch) < mask.shape[0])
+        return order.reshape(steps, batch), w.reshape(steps, batch)
 
     return jax.vmap(one)(keys, masks)
 
@@ -71,7 +74,7 @@ def fit_many(module: Any, x: np.ndarray, y: np.ndarray, *, seeds: list[int],
     """Train ``len(seeds)`` copies of ``module`` at once, model ``m`` on ``x[masks[m]]``.
 
     Checkpoints every epoch with orbax in ``workdir`` and resumes from it (a directory
-    of other settings is refused). Steps per epoch: the largest mask's size // batch.
+    of other settings is refused).
 
     Example:
         >>> from jaxinv import data
@@ -87,7 +90,7 @@ def fit_many(module: Any, x: np.ndarray, y: np.ndarray, *, seeds: list[int],
     x, y = np.asarray(x, np.float32), np.asarray(y, np.int32)
     masks, seeds = _check(x, y, masks, seeds)
     batch_size = int(min(batch_size, masks.sum(1).max()))
-    steps = int(masks.sum(1).max()) // batch_size
+    steps = -(-int(masks.sum(1).max()) // batch_size)  # the largest mask's batches
     tx = optax.adamw(lr, weight_decay=weight_decay)
     states = jax.vmap(lambda v: init_state(v, tx))(jax.tree.map(
         lambda *a: jnp.stack(a), *[init_variables(module, x.shape[1:], s) for s in seeds]))
@@ -112,13 +115,15 @@ def fit_many(module: Any, x: np.ndarray, y: np.ndarray, *, seeds: list[int],
     tic = time.perf_counter()
     for epoch in range(start, epochs):
         idx, w = _epoch_order(keys, md, jnp.int32(epoch), steps, batch_size)
-        sums = jnp.zeros((len(seeds), 2), jnp.float32)
+        sums = jnp.zeros((len(seeds), 3), jnp.float32)
         for i in range(steps):  # dispatched asynchronously
             states, m = step(states, xd, yd, idx[:, i], w[:, i], jnp.int32(i), jnp.int32(epoch))
-            sums = sums + jnp.stack([m["loss"], m["acc"]], -1)
+            sums = sums + jnp.stack([m["loss"], m["acc"], jnp.ones_like(m["acc"])], -1
+                                    ) * m["live"][:, None]
             if bar is not None:
                 bar.update(1)
-        history.append(np.asarray(sums) / steps)
+        sums = np.asarray(sums)
+        history.append(sums[:, :2] / np.maximum(sums[:, 2:], 1))
         if mngr is not None:
             mngr.save(epoch + 1, args=ocp.args.StandardSave(
                 {"states": states, "history": np.stack(history)}))

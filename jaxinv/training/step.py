@@ -56,9 +56,12 @@ def make_step(per_example_loss: PerExampleLoss, tx: optax.GradientTransformation
               ) -> Callable[..., tuple[TrainState, dict]]:
     """A pure ``step(state, batch, weights, key) -> (state, metrics)``.
 
-    ``per_example_loss(params, rest, batch, key) -> (losses[B], (metrics, new_rest))``;
-    the step minimises ``sum(weights * losses) / max(sum(weights), 1)`` with ``tx`` and
-    returns ``metrics`` plus ``loss``. Not jitted (the caller jits or vmaps it).
+    ``per_example_loss(params, rest, batch, key) -> (losses[B], (metrics, new_rest))``
+    with ``metrics`` a dict of per-example values ``[B]``; the step minimises
+    ``sum(weights * losses) / max(sum(weights), 1)`` with ``tx`` and returns the same
+    weighted means of ``loss`` and every metric, and ``live`` (1.0, or 0.0 for a batch
+    with no weight, which leaves the state unchanged). Not jitted (the caller jits or
+    vmaps it).
 
     Example:
         >>> def loss(params, rest, batch, key):
@@ -74,7 +77,8 @@ def make_step(per_example_loss: PerExampleLoss, tx: optax.GradientTransformation
     def objective(params, rest, batch, weights, key):
         losses, (metrics, new_rest) = per_example_loss(params, rest, batch, key)
         w = weights.astype(losses.dtype)
-        return jnp.sum(w * losses) / jnp.maximum(jnp.sum(w), 1), (metrics, new_rest)
+        mean = lambda v: jnp.sum(w * v) / jnp.maximum(jnp.sum(w), 1)
+        return mean(losses), ({k: mean(v) for k, v in metrics.items()}, new_rest)
 
     grad = jax.value_and_grad(objective, has_aux=True)
 
@@ -82,14 +86,17 @@ def make_step(per_example_loss: PerExampleLoss, tx: optax.GradientTransformation
         (loss, (metrics, rest)), g = grad(state.params, state.rest, batch, weights, key)
         updates, opt_state = tx.update(g, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        return TrainState(params, rest, opt_state, state.step + 1), {"loss": loss, **metrics}
+        new = TrainState(params, rest, opt_state, state.step + 1)
+        live = jnp.sum(weights) > 0  # an all-padding batch leaves the state unchanged
+        new = jax.tree.map(lambda a, b: jnp.where(live, a, b), new, state)
+        return new, {"loss": loss, **metrics, "live": live.astype(jnp.float32)}
 
     return step
 
 
 def classifier_loss(module: Any, augment: int = 0) -> PerExampleLoss:
     """Per-example softmax cross-entropy of a Flax classifier returning
-    ``(logits, features)``; ``metrics["acc"]`` is the batch accuracy. ``augment``: random
+    ``(logits, features)``; ``metrics["acc"]`` is per-example correctness. ``augment``: random
     shifts of up to that many pixels (zero fill).
 
     Example:
@@ -106,7 +113,7 @@ def classifier_loss(module: Any, augment: int = 0) -> PerExampleLoss:
         else:
             (logits, _), new = module.apply(variables, x, train=True), rest
         losses = optax.softmax_cross_entropy_with_integer_labels(logits, y)
-        acc = jnp.mean(jnp.argmax(logits, -1) == y).astype(jnp.float32)
+        acc = (jnp.argmax(logits, -1) == y).astype(jnp.float32)
         return losses, ({"acc": acc}, {**rest, **new})
 
     return loss
