@@ -23,13 +23,13 @@ import numpy as np
 
 from jaxinv import defenses, oracles
 from jaxinv.attacks import zo_inversion
+from jaxinv.core.driver import run_chains
 from jaxinv.core.protocol import as_attack
-from jaxinv.http.client import HTTPOracle
-from jaxinv.models import Classifier, apply_logits, create, init_variables
 from jaxinv.core.remote import run_remote
 from jaxinv.evaluation.results import versions
-from jaxinv.core.driver import run_chains
+from jaxinv.http.client import HTTPOracle
 from jaxinv.http.serve import make_app, start_server
+from jaxinv.models import Classifier, apply_logits, create, init_variables
 
 SHAPE = (28, 28, 1)
 

@@ -24,9 +24,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxinv.attacks import mi_face
-from jaxinv.models import create, init_variables
-from jaxinv.evaluation.results import versions
 from jaxinv.core.driver import run_chains
+from jaxinv.evaluation.results import versions
+from jaxinv.models import create, init_variables
 
 SHAPE = (28, 28, 1)
 

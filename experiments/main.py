@@ -12,8 +12,8 @@ import importlib.util
 import json
 from pathlib import Path
 
-from jaxinv.workflows.invert import invert
 from jaxinv.training.classifier import fit, load_classifier
+from jaxinv.workflows.invert import invert
 
 
 def load_config(spec: str):

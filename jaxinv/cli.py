@@ -162,7 +162,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``jaxinv`` command.
 
     Example:
-        >>> main(["train", "--dataset", "digits", "--arch", "cnn", "--workdir", "/tmp/w"])
+        >>> import tempfile
+        >>> main(["train", "--dataset", "digits", "--arch", "softmax", "--epochs", "1",
+        ...       "--workdir", tempfile.mkdtemp()])  # doctest: +ELLIPSIS
+        test accuracy ...; model in ...
+        0
     """
     args = _parser().parse_args(argv)
     if args.distributed or args.coordinator:

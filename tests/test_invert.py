@@ -84,3 +84,26 @@ def test_quickstart_notebook_runs(tmp_path):
     text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
                    for o in c.get("outputs", []))
     assert "evaluator top-1" in text
+
+
+def test_demo_runs(tmp_path, capsys):
+    from jaxinv.workflows.demo import demo
+
+    rec = demo(tmp_path, chains=20, steps=30)
+    m = rec["metrics"]
+    assert m["attack_acc_top1"] > 0.6 > 0.3 > m["init_acc_top1"]
+    assert (tmp_path / "mi-face" / "grid.png").exists()
+    assert "evaluator top-1 on reconstructions" in capsys.readouterr().out
+
+
+def test_attack_options_come_from_the_factory_signature(capsys):
+    with pytest.raises(SystemExit):
+        main(["attack", "mi-face", "--help"])
+    out = capsys.readouterr().out
+    for flag in ("--lr", "--max-steps", "--beta", "--gamma", "--tv", "--paper", "--init-range",
+                 "--process", "--loss"):
+        assert flag in out, flag
+    with pytest.raises(SystemExit):
+        main(["attack", "label-only", "--help"])
+    out = capsys.readouterr().out
+    assert "--no-normalize" in out and "--defense" in out and "--spheres" in out

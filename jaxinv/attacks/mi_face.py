@@ -93,7 +93,8 @@ def mi_face(
       tv, l2: weights of the total-variation and L2 priors (0 in the paper).
       process: ``x -> x`` after each step (identity; ``priors.denoise`` ...).
       box: pixel range to project onto after each step, or ``None``.
-      paper: the paper's setting: ``one_minus_p``, ``lr=0.1``, ``x0 = 0``, no prior.
+      paper: the paper's setting: ``one_minus_p``, ``lr=0.1``, ``x0 = 0``, no prior
+        (overrides those options; ``config`` records the values used).
 
     Example:
         >>> f = lambda env, x: x.reshape(len(x), -1) @ env
@@ -112,11 +113,13 @@ def mi_face(
         x = process(x)
         return jnp.clip(x, *box) if box is not None else x
 
-    return gradient_inversion(
+    attack = gradient_inversion(
         class_cost(apply_fn, loss), optax.sgd(lr), has_aux=True,
         init=zeros(input_shape) if init == "zero" else uniform(input_shape, *init_range),
         prior=priors.make(tv=tv, l2=l2), project=project,
         stop=S.any_of(S.no_improvement(beta), S.below(gamma), S.max_steps(max_steps)))
+    resolved = {"loss": loss, "lr": lr, "init": init, "tv": tv, "l2": l2} if paper else {}
+    return attack._replace(config={"resolved": resolved})
 
 
 __all__ = ["LOSSES", "class_cost", "mi_face"]

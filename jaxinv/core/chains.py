@@ -155,7 +155,12 @@ def fingerprint(kernel: Attack, *, layout: Layout, targets: PyTree, seed: int,
     (kernel options, targets, chains, seed, sweep, the caller's config), nothing else.
 
     Example:
-        >>> fp = fingerprint(attack, layout=layout, targets=y, seed=0, sweep={}, config=None)
+        >>> from jaxinv.attacks import mi_face
+        >>> attack = mi_face(lambda env, x: x.reshape(len(x), -1) @ env, (2, 2, 1))
+        >>> fp = fingerprint(attack, layout=Layout(3, 2, 1, (3, 2)), targets=np.arange(3),
+        ...                  seed=0, sweep={}, config=None)
+        >>> sorted(fp)
+        ['chains', 'config', 'kernel', 'num_targets', 'seed', 'sweep', 'targets']
     """
     digest = hashlib.sha256()
     for a in jax.tree.leaves(targets):
@@ -174,13 +179,22 @@ def probe(kernel: Attack, target: PyTree, env: PyTree) -> None:
     """Check the kernel's State on one chain (abstractly) before any work.
 
     Example:
-        >>> probe(attack, jnp.int32(0), variables)
+        >>> from jaxinv.attacks import mi_face
+        >>> attack = mi_face(lambda env, x: x.reshape(len(x), -1) @ env, (2, 2, 1))
+        >>> probe(attack, 0, jnp.eye(4, 3))  # silent: the State follows the conventions
     """
     check_state(jax.eval_shape(kernel.init, jax.random.key(0), target, env))
 
 
 def init_carry(kernel: Attack, key: jax.Array, target: PyTree, env: PyTree) -> Carry:
-    """A chain's first carry: its state, best so far = the start, failed if non-finite."""
+    """A chain's first carry: its state, best so far = the start, failed if non-finite.
+
+    Example:
+        >>> from jaxinv.attacks import mi_face
+        >>> attack = mi_face(lambda env, x: x.reshape(len(x), -1) @ env, (2, 2, 1))
+        >>> bool(init_carry(attack, jax.random.key(0), 1, jnp.eye(4, 3)).failed)
+        False
+    """
     state = kernel.init(key, target, env)
     return Carry(state, state.x, state.loss, ~healthy(state))
 
@@ -190,7 +204,12 @@ def accept(carry: Carry, new_state: PyTree) -> Carry:
     freeze it (``failed``) if the new state is non-finite.
 
     Example:
-        >>> carry = accept(carry, new_state)
+        >>> from jaxinv.attacks import mi_face
+        >>> attack = mi_face(lambda env, x: x.reshape(len(x), -1) @ env, (2, 2, 1))
+        >>> carry = init_carry(attack, jax.random.key(0), 1, jnp.eye(4, 3))
+        >>> state, _ = attack.step(jax.random.key(1), carry.state, 1, jnp.eye(4, 3))
+        >>> bool(accept(carry, state).best_loss <= carry.best_loss)
+        True
     """
     done = getattr(carry.state, "done", jnp.bool_(False))
     finite = healthy(new_state)

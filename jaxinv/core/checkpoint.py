@@ -24,8 +24,11 @@ class RunCheckpoint:
     """Checkpoints of one run in ``workdir``, keyed by its ``fingerprint``.
 
     Example:
-        >>> ckpt = RunCheckpoint("runs/x/checkpoints", {"seed": 0})
-        >>> ckpt.save(10, host_carry, info)
+        >>> import tempfile
+        >>> ckpt = RunCheckpoint(tempfile.mkdtemp(), {"seed": 0})
+        >>> ckpt.save(10, {"x": np.zeros(3)}, (np.zeros((10, 3)),))
+        >>> ckpt.steps()
+        [10]
     """
 
     def __init__(self, workdir: str | Path, fingerprint: dict, keep: int = 3):

@@ -170,7 +170,9 @@ def factory(fn: Callable) -> Callable:
     """Decorate an attack factory: the kernel it returns records its options in ``config``.
 
     ``config = {"attack": fn.__name__, **options}`` (defaults included), so a resumed run
-    with another setting (``lr``, ``momentum``...) is refused.
+    with another setting (``lr``, ``momentum``...) is refused. A factory that overrides
+    options (a preset) returns ``kernel._replace(config={"resolved": {...}})`` and those
+    values are recorded instead.
 
     Example:
         >>> @factory
@@ -188,7 +190,8 @@ def factory(fn: Callable) -> Callable:
         kernel = fn(*args, **kwargs)
         options = {k: jsonable(v) for k, v in bound.arguments.items() if k != "kwargs"}
         options.update({k: jsonable(v) for k, v in bound.arguments.get("kwargs", {}).items()})
-        return kernel._replace(config={"attack": fn.__name__, **options})
+        resolved = (kernel.config or {}).get("resolved", {})  # values the factory settled on
+        return kernel._replace(config={"attack": fn.__name__, **options, **resolved})
 
     return build
 
@@ -271,6 +274,6 @@ def check_budget(budget: int | None, per_step: int) -> None:
         >>> check_budget(100, 11)
     """
     if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int)
-                               or budget < per_step):
+                               or not per_step <= budget <= 2**31 - 1):
         raise ValueError(f"budget must be an int that pays for one step ({per_step} "
-                         f"queries), got {budget!r}")
+                         f"queries) and fits int32 query counters, got {budget!r}")

@@ -7,8 +7,9 @@ resumes from the latest checkpoint: a run stopped after 2 epochs and resumed to 
 equals a straight 4-epoch run.
 
 Example:
-    >>> clf = fit("digits", "cnn", "runs/models/digits_cnn")
-    >>> clf.meta["test_accuracy"] >= 0.97
+    >>> import tempfile
+    >>> clf = fit("digits", "softmax", tempfile.mkdtemp(), epochs=20, progress=False)
+    >>> clf.meta["test_accuracy"] > 0.8
     True
 """
 
@@ -83,8 +84,10 @@ def accuracy(clf: Classifier, x: np.ndarray, y: np.ndarray) -> float:
     """Top-1 accuracy of ``clf`` on ``(x, y)``.
 
     Example:
-        >>> accuracy(clf, *jaxinv.data.load("digits", "test"))
-        0.983
+        >>> import tempfile
+        >>> clf = fit("digits", "softmax", tempfile.mkdtemp(), epochs=1, progress=False)
+        >>> 0.0 <= accuracy(clf, *data.load("digits", "test")) <= 1.0
+        True
     """
     return float(np.mean(np.argmax(clf.logits(x), -1) == np.asarray(y)))
 
@@ -107,8 +110,9 @@ def fit(dataset: str, arch: str, workdir: str | Path, *, epochs: int | None = No
     ``workdir/variables`` (read by :func:`load_classifier`).
 
     Example:
-        >>> clf = fit("digits", "cnn", "runs/models/digits_cnn")
-        >>> clf.meta["test_accuracy"] > 0.97
+        >>> import tempfile
+        >>> clf = fit("digits", "softmax", tempfile.mkdtemp(), epochs=20, progress=False)
+        >>> clf.meta["test_accuracy"] > 0.8
         True
     """
     import orbax.checkpoint as ocp
@@ -223,9 +227,12 @@ def load_classifier(workdir: str | Path) -> Classifier:
     """Load a model saved by :func:`fit` (``model.json`` + orbax ``variables``).
 
     Example:
-        >>> clf = load_classifier("runs/models/digits_cnn")
-        >>> clf.meta["test_accuracy"]
-        0.986
+        >>> import tempfile
+        >>> d = tempfile.mkdtemp()
+        >>> _ = fit("digits", "softmax", d, epochs=1, progress=False)
+        >>> load_classifier(d).meta["arch"]
+        'softmax'
+
     """
     import orbax.checkpoint as ocp
 

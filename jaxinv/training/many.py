@@ -168,7 +168,8 @@ def unstack(variables: dict, m: int) -> dict:
     """Model ``m``'s variables out of :class:`ManyResult` ``.variables``.
 
     Example:
-        >>> v0 = unstack(res.variables, 0)
+        >>> unstack({"params": {"w": jnp.zeros((2, 3))}}, 1)["params"]["w"].shape
+        (3,)
     """
     return jax.tree.map(lambda a: a[m], variables)
 

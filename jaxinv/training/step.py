@@ -46,6 +46,7 @@ def variables_of(state: TrainState) -> dict:
     """Flax variables ``{"params": ..., **rest}`` of a state.
 
     Example:
+        >>> s = init_state({"params": {"w": jnp.zeros(2)}}, optax.sgd(0.1))
         >>> sorted(variables_of(s))
         ['params']
     """
@@ -100,8 +101,13 @@ def classifier_loss(module: Any, augment: int = 0) -> PerExampleLoss:
     shifts of up to that many pixels (zero fill).
 
     Example:
-        >>> loss = classifier_loss(module)
-        >>> losses, (m, rest) = loss(params, rest, (x, y), jax.random.key(0))
+        >>> from jaxinv.models import create, init_variables
+        >>> module = create("softmax", 10)
+        >>> params = init_variables(module, (8, 8, 1))["params"]
+        >>> x, y = jnp.zeros((4, 8, 8, 1)), jnp.arange(4)
+        >>> losses, (m, rest) = classifier_loss(module)(params, {}, (x, y), jax.random.key(0))
+        >>> losses.shape, m["acc"].shape
+        ((4,), (4,))
     """
 
     def loss(params, rest, batch, key):

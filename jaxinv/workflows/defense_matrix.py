@@ -52,9 +52,11 @@ def utility(target: Any, defense: str, x: np.ndarray, y: np.ndarray,
     """Test accuracy and ECE of ``target``'s outputs behind ``defense`` on ``(x, y)``.
 
     Example:
-        >>> utility(load_classifier("runs/mnist/mnist_cnn"), "round:1", *data.load("mnist",
-        ...         "test"))
-        {'test_accuracy': 0.9917, 'ece': 0.031}
+        >>> import tempfile
+        >>> from jaxinv.training import fit
+        >>> clf = fit("digits", "softmax", tempfile.mkdtemp(), epochs=1, progress=False)
+        >>> sorted(utility(clf, "round:1", *data.load("digits", "test")))
+        ['ece', 'test_accuracy']
     """
     z = target.logits(x)
     probs = jax.nn.softmax(np.asarray(z, np.float32), -1)
@@ -101,9 +103,14 @@ def defend_matrix(
     test split. Cells already run (``out/<defense>/<attack>/results.json``) are reused.
 
     Example:
-        >>> m = defend_matrix("runs/mnist/mnist_cnn", "runs/mnist/mnist_resnet", "runs/dm",
-        ...                   chains=4, steps=100)
-        >>> m["rows"][0]["attacks"]["zo"]["attack_acc_top1"]
+        >>> import tempfile
+        >>> from jaxinv.training import fit
+        >>> d = tempfile.mkdtemp()
+        >>> _ = [fit("digits", a, f"{d}/{a}", epochs=1, progress=False) for a in ("softmax", "mlp")]
+        >>> m = defend_matrix(f"{d}/softmax", f"{d}/mlp", f"{d}/dm", defense_list=("none", "label"),
+        ...                   attacks=("zo",), chains=1, steps=2, classes=[0, 1], progress=False)
+        >>> [r["defense"] for r in m["rows"]]
+        ['none', 'label']
     """
     from jaxinv.attacks import REGISTRY
     from jaxinv.workflows.invert import _load, invert

@@ -64,7 +64,11 @@ def build_attack(name: str, target: Any, steps: int, options: dict[str, Any]):
     behind the output defense ``options["defense"]`` (e.g. ``"round:2,topk:3"``).
 
     Example:
-        >>> attack = build_attack("mi-face", clf, 500, {"loss": "neg_log_p"})
+        >>> import tempfile
+        >>> from jaxinv.training import fit
+        >>> clf = fit("digits", "softmax", tempfile.mkdtemp(), epochs=1, progress=False)
+        >>> build_attack("mi-face", clf, 500, {"lr": 0.1}).config["lr"]
+        0.1
     """
     entry = registry.get(name)
     options = dict(options)
@@ -135,9 +139,14 @@ def invert(attack: str, target_dir: str | Path | None, eval_dir: str | Path,
     from ``out/checkpoints`` when restarted with the same arguments.
 
     Example:
-        >>> rec = invert("mi-face", "runs/demo/target", "runs/demo/evaluator", "runs/x",
-        ...              chains=64, steps=200)
-        >>> rec["metrics"]["attack_acc_top1"]
+        >>> import tempfile
+        >>> from jaxinv.training import fit
+        >>> d = tempfile.mkdtemp()
+        >>> _ = [fit("digits", a, f"{d}/{a}", epochs=1, progress=False) for a in ("softmax", "mlp")]
+        >>> rec = invert("mi-face", f"{d}/softmax", f"{d}/mlp", f"{d}/run", chains=2, steps=3,
+        ...              progress=False)
+        >>> rec["metrics"]["steps_run"], sorted(rec["metrics"]["per_class"])[:3]
+        (3, ['0', '1', '2'])
     """
     options, out = dict(options or {}), Path(out)
     entry = registry.get(attack)
