@@ -54,9 +54,10 @@ def matmul_gflops(n: int = 2048, reps: int = 10) -> float:
 
 def step_flops(attack, env, n: int) -> float:
     keys = jax.random.split(jax.random.key(0), n)
-    states = jax.vmap(attack.init, (0, 0, None))(keys, jnp.arange(n) % 10, env)
-    step = jax.jit(jax.vmap(attack.step, (0, 0, None)))
-    cost = step.lower(keys, states, env).compile().cost_analysis()
+    targets = jnp.arange(n) % 10
+    states = jax.vmap(attack.init, (0, 0, None))(keys, targets, env)
+    step = jax.jit(jax.vmap(attack.step, (0, 0, 0, None)))
+    cost = step.lower(keys, states, targets, env).compile().cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
     return float(cost.get("flops", float("nan")))
 

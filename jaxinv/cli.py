@@ -101,7 +101,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--workdir", required=True)
     t.add_argument("--epochs", type=int, default=None)
     t.add_argument("--lr", type=float, default=None)
-    t.add_argument("--batch-size", type=int, default=128)
+    t.add_argument("--batch-size", type=int, default=None,
+                   help="default: jaxinv.training.DEFAULTS for the dataset and arch")
     t.add_argument("--seed", type=int, default=0)
 
     e = sub.add_parser("evaluate", help="add class- and sample-level leakage metrics to a run")
@@ -158,8 +159,93 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _demo(args) -> None:
+    from jaxinv.workflows.demo import demo
+
+    demo(args.out, chains=args.chains, steps=args.steps, seed=args.seed)
+
+
+def _train(args) -> None:
+    from jaxinv.training.classifier import fit
+
+    clf = fit(args.dataset, args.arch, args.workdir, epochs=args.epochs, lr=args.lr,
+              batch_size=args.batch_size, seed=args.seed)
+    print(f"test accuracy {clf.meta['test_accuracy']:.4f}; model in {args.workdir}")
+
+
+def _evaluate(args) -> None:
+    from jaxinv.evaluation.evaluate import evaluate
+
+    m = evaluate(args.run, args.eval_model, args.private, k=args.k,
+                 correct_only=args.correct_only, inception=args.inception,
+                 inception_max=args.inception_max)["metrics"]
+    print(json.dumps({k: round(m[k], 4) for k in (
+        "attack_acc_top1", "knn_dist", "fid_eval", "precision", "recall", "density",
+        "coverage", "psnr", "ssim")}))
+    ps = m["per_sample"]
+    print(f"per sample ({args.private}): {ps['resilient_fraction']:.1%} resilient, "
+          f"mean ddcs_proxy {ps['score_mean']:.4f}; most exposed: {ps['most_exposed']}")
+    print(f"metrics added to {args.run}/results.json; arrays in {args.run}/per_sample.npz")
+
+
+def _attack(args) -> None:
+    from jaxinv.workflows.invert import invert
+
+    opts = {k[4:]: v for k, v in vars(args).items() if k.startswith("opt_")}
+    if getattr(args, "defense", ""):
+        opts["defense"] = args.defense
+    black = registry.get(args.attack).kind != "white-box"
+    client = {"batch_size": args.http_batch, "retries": args.retries,
+              "client_id": args.client_id} if black else None
+    rec = invert(args.attack, args.target, args.eval_model, args.out, chains=args.chains,
+                 steps=args.steps, classes=args.classes, seed=args.seed, chunk=args.chunk,
+                 segment=args.segment, options=opts, remote=getattr(args, "remote", None),
+                 client_options=client)
+    m = rec["metrics"]
+    print(json.dumps({k: m[k] for k in ("attack_acc_top1", "attack_acc_top5", "init_acc_top1",
+                                        "target_confidence", "queries_total",
+                                        "queries_per_chain") if k in m}))
+    print(f"results in {args.out}/results.json")
+
+
+def _serve(args) -> None:
+    from jaxinv.http.serve import Monitor, serve
+
+    monitor = Monitor() if args.monitor or args.refuse_flagged else None
+    serve(args.target, args.defense, args.host, args.port, max_batch=args.max_batch,
+          rate_limit=args.rate_limit, burst=args.burst, monitor=monitor,
+          refuse_flagged=args.refuse_flagged, seed=args.seed)
+
+
+def _defend_matrix(args) -> None:
+    from jaxinv.workflows.defense_matrix import DEFENSES, defend_matrix
+
+    try:
+        options = json.loads(args.options) if args.options else {}
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--options is not valid JSON: {e}") from None
+    ds = tuple(d.strip() for d in args.defenses.split(";")) if args.defenses else DEFENSES
+    rec = defend_matrix(args.target, args.eval_model, args.out, defense_list=ds,
+                        attacks=tuple(a.strip() for a in args.attacks.split(",")),
+                        chains=args.chains, steps=args.steps, options=options,
+                        classes=args.classes, seed=args.seed, chunk=args.chunk)
+    print((Path(args.out) / "defense_matrix.md").read_text(), end="")
+    print(f"matrix in {args.out}/defense_matrix.json and defense_matrix.md "
+          f"({len(rec['rows'])} defenses)")
+
+
+def _report(args) -> None:
+    from jaxinv.evaluation.report import write_report
+
+    print(write_report(args.run_dir))
+
+
+COMMANDS = {"demo": _demo, "train": _train, "evaluate": _evaluate, "attack": _attack,
+            "serve": _serve, "defend-matrix": _defend_matrix, "report": _report}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``jaxinv`` command.
+    """Entry point of the ``jaxinv`` command: 0 on success, 2 with a one-line error.
 
     Example:
         >>> import tempfile
@@ -178,75 +264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         enable_compilation_cache()
     try:
-        if args.cmd == "demo":
-            from jaxinv.workflows.demo import demo
-
-            demo(args.out, chains=args.chains, steps=args.steps, seed=args.seed)
-        elif args.cmd == "train":
-            from jaxinv.training.classifier import fit
-
-            clf = fit(args.dataset, args.arch, args.workdir, epochs=args.epochs, lr=args.lr,
-                      batch_size=args.batch_size, seed=args.seed)
-            print(f"test accuracy {clf.meta['test_accuracy']:.4f}; model in {args.workdir}")
-        elif args.cmd == "evaluate":
-            from jaxinv.evaluation.evaluate import evaluate
-
-            m = evaluate(args.run, args.eval_model, args.private, k=args.k,
-                         correct_only=args.correct_only, inception=args.inception,
-                         inception_max=args.inception_max)["metrics"]
-            print(json.dumps({k: round(m[k], 4) for k in (
-                "attack_acc_top1", "knn_dist", "fid_eval", "precision", "recall", "density",
-                "coverage", "psnr", "ssim")}))
-            ps = m["per_sample"]
-            print(f"per sample ({args.private}): {ps['resilient_fraction']:.1%} resilient, "
-                  f"mean ddcs_proxy {ps['score_mean']:.4f}; most exposed: {ps['most_exposed']}")
-            print(f"metrics added to {args.run}/results.json; arrays in {args.run}/per_sample.npz")
-        elif args.cmd == "attack":
-            from jaxinv.workflows.invert import invert
-
-            opts = {k[4:]: v for k, v in vars(args).items() if k.startswith("opt_")}
-            if getattr(args, "defense", ""):
-                opts["defense"] = args.defense
-            black = registry.get(args.attack).kind != "white-box"
-            rec = invert(args.attack, args.target, args.eval_model, args.out, chains=args.chains,
-                         steps=args.steps, classes=args.classes, seed=args.seed, chunk=args.chunk,
-                         segment=args.segment, options=opts,
-                         remote=getattr(args, "remote", None),
-                         client_options=None if not black else {
-                             "batch_size": args.http_batch, "retries": args.retries,
-                             "client_id": args.client_id})
-            m = rec["metrics"]
-            print(json.dumps({k: m[k] for k in ("attack_acc_top1", "attack_acc_top5",
-                                                "init_acc_top1", "target_confidence",
-                                                "queries_total", "queries_per_chain") if k in m}))
-            print(f"results in {args.out}/results.json")
-        elif args.cmd == "serve":
-            from jaxinv.http.serve import Monitor, serve
-
-            monitor = Monitor() if args.monitor or args.refuse_flagged else None
-            serve(args.target, args.defense, args.host, args.port, max_batch=args.max_batch,
-                  rate_limit=args.rate_limit, burst=args.burst, monitor=monitor,
-                  refuse_flagged=args.refuse_flagged, seed=args.seed)
-        elif args.cmd == "defend-matrix":
-            from jaxinv.workflows.defense_matrix import DEFENSES, defend_matrix
-
-            try:
-                options = json.loads(args.options) if args.options else {}
-            except json.JSONDecodeError as e:
-                raise ValueError(f"--options is not valid JSON: {e}") from None
-            ds = tuple(d.strip() for d in args.defenses.split(";")) if args.defenses \
-                else DEFENSES
-            rec = defend_matrix(args.target, args.eval_model, args.out, defense_list=ds,
-                                attacks=tuple(a.strip() for a in args.attacks.split(",")),
-                                chains=args.chains, steps=args.steps, options=options,
-                                classes=args.classes, seed=args.seed, chunk=args.chunk)
-            print((Path(args.out) / "defense_matrix.md").read_text(), end="")
-            print(f"matrix in {args.out}/defense_matrix.json and defense_matrix.md "
-                  f"({len(rec['rows'])} defenses)")
-        elif args.cmd == "report":
-            from jaxinv.evaluation.report import write_report
-
-            print(write_report(args.run_dir))
+        COMMANDS[args.cmd](args)
     except (ValueError, FileNotFoundError, FloatingPointError, ConnectionError,
             RemoteError) as e:
         notes = "".join(f"\n  {n}" for n in getattr(e, "__notes__", []))

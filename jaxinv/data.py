@@ -31,7 +31,13 @@ DEBIAN_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 
 class DatasetInfo(NamedTuple):
-    """Static facts about a dataset: ``image_shape`` is ``(H, W, C)``."""
+    """Static facts about a dataset: ``image_shape`` is ``(H, W, C)``.
+
+    Example:
+        >>> digits = info("digits")
+        >>> digits.num_classes, digits.image_shape, digits.class_names[:3]
+        (10, (8, 8, 1), ('0', '1', '2'))
+    """
 
     num_classes: int
     image_shape: tuple[int, int, int]
@@ -39,7 +45,14 @@ class DatasetInfo(NamedTuple):
 
 
 class Split(NamedTuple):
-    """Images and labels of one side of a split; unpacks as ``x, y = split``."""
+    """Images and labels of one side of a split; unpacks as ``x, y = split``.
+
+    Example:
+        >>> private, public = split_by_class(x, y, [7])  # x, y: 16 digits test images
+        >>> x_private, y_private = private
+        >>> x_private.shape, y_private.tolist(), public.x.shape
+        ((3, 8, 8, 1), [7, 7, 7], (13, 8, 8, 1))
+    """
 
     x: np.ndarray
     y: np.ndarray

@@ -12,8 +12,12 @@ a kernel counts ``queries`` in its ``State`` and sets ``done`` when the next ste
 overspend (:func:`jaxinv.core.protocol.budget_rule`, the one rule).
 
 Example:
+    >>> from jaxinv import defenses
+    >>> from jaxinv.models import apply_logits
     >>> oracle = score(apply_logits(module), defense=defenses.parse("topk:3"))
-    >>> probs = oracle.query(jax.random.key(0), variables, x)  # [B, K], top-3 only
+    >>> probs = oracle.query(key, variables, x)  # x: 16 digits images
+    >>> probs.shape, (probs > 0).sum(-1).max()  # [B, K], top-3 only
+    ((16, 10), Array(3, dtype=int32))
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ class Oracle(NamedTuple):
     ``"label"`` (int32 labels ``[B]``).
 
     Example:
+        >>> from jaxinv.models import apply_logits
         >>> oracle = label(apply_logits(module))
         >>> oracle.kind, oracle.query(key, variables, x).dtype
         ('label', dtype('int32'))
@@ -68,8 +73,13 @@ def white_box(apply_logits: Apply) -> Oracle:
     """White-box access: the logits ``[B, K]``, differentiable with ``jax.grad``.
 
     Example:
+        >>> from jaxinv.models import apply_logits
         >>> oracle = white_box(apply_logits(module))
+        >>> oracle.query(key, variables, x).shape
+        (16, 10)
         >>> g = jax.grad(lambda x: oracle.query(key, variables, x)[:, 3].sum())(x)
+        >>> g.shape  # d logit_3 / d x, one per input pixel
+        (16, 8, 8, 1)
     """
     _check_fn("apply_logits", apply_logits)
     return Oracle("white-box", lambda key, env, x: apply_logits(env, x))
@@ -79,8 +89,10 @@ def gray_box(apply_features: Apply) -> Oracle:
     """Gray-box access: intermediate features / embeddings ``[B, D]``.
 
     Example:
+        >>> from jaxinv.models import apply_features
         >>> oracle = gray_box(apply_features(module))
-        >>> feats = oracle.query(key, variables, x)
+        >>> oracle.query(key, variables, x).shape  # the CNN's 128 penultimate features
+        (16, 128)
     """
     _check_fn("apply_features", apply_features)
     return Oracle("gray-box", lambda key, env, x: apply_features(env, x))
@@ -93,8 +105,12 @@ def score(apply_logits: Apply, defense: Defense | None = None) -> Oracle:
     as a black box (it is not meant to be differentiated).
 
     Example:
+        >>> from jaxinv import defenses
+        >>> from jaxinv.models import apply_logits
         >>> oracle = score(apply_logits(module), defense=defenses.round_to(2))
-        >>> probs = oracle.query(jax.random.key(0), variables, x)
+        >>> probs = oracle.query(key, variables, x)
+        >>> probs.shape, bool(jnp.all(probs == probs.round(2)))
+        ((16, 10), True)
     """
     _check_fn("apply_logits", apply_logits)
     defense = identity() if defense is None else defense
@@ -106,8 +122,11 @@ def label(apply_logits: Apply, defense: Defense | None = None) -> Oracle:
     """Label-only access: int32 ``argmax`` of the defended probabilities, ``[B]``.
 
     Example:
+        >>> from jaxinv.models import apply_logits
         >>> oracle = label(apply_logits(module))
-        >>> labels = oracle.query(key, variables, x)  # int32 [B]
+        >>> labels = oracle.query(key, variables, x)
+        >>> labels.shape, labels.dtype
+        ((16,), dtype('int32'))
     """
     _check_fn("apply_logits", apply_logits)
     defense = identity() if defense is None else defense

@@ -39,4 +39,4 @@ def test_two_processes_equal_one(tmp_path):
         assert got["devices"] == 8
         np.testing.assert_array_equal(got["best_x"], ref.best_x)
         np.testing.assert_array_equal(got["info_loss"], ref.info.loss)
-    assert sorted(p.name for p in (tmp_path / "ckpt" / "ckpt").iterdir()) == ["20", "30"]
+    assert sorted(p.name for p in (tmp_path / "ckpt" / "ckpt").iterdir()) == ["10", "20", "30"]

@@ -5,8 +5,13 @@ left to right with :func:`chain` and are parsed from strings with :func:`parse`,
 black-box attack runs against every defense without new code.
 
 Example:
+    >>> from jaxinv import oracles
+    >>> from jaxinv.models import apply_logits
     >>> d = parse("round:2,topk:3")  # == chain(round_to(2), topk(3))
-    >>> oracle = jaxinv.oracles.score(apply_logits(module), defense=d)
+    >>> oracle = oracles.score(apply_logits(module), defense=d)
+    >>> probs = oracle.query(key, variables, x)  # x: 16 digits images
+    >>> probs.shape, bool(((probs > 0).sum(-1) <= 3).all())
+    ((16, 10), True)
 """
 
 from __future__ import annotations
@@ -80,7 +85,14 @@ def parse(spec: str) -> Defense:
     ``noise:SIGMA``, ``rsig:BETA,GAMMA``, ``cutoff:TAU``.
 
     Example:
-        >>> parse("noise:0.05,round:2").apply(jax.random.key(0), probs)
+        >>> parse("round:1,topk:2").apply(key, jnp.array([[0.12, 0.61, 0.27]]))
+        Array([[0. , 0.6, 0.3]], dtype=float32)
+        >>> released = parse("rsig:0.05,0.5,topk:2").apply(key, jnp.array([[0.1, 0.6, 0.3]]))
+        >>> released.argmax(-1), int((released > 0).sum())  # "0.5" is rsig's 2nd argument
+        (Array([1], dtype=int32), 2)
+        >>> parse("topk")
+        Traceback (most recent call last):
+        ValueError: defense 'topk' takes 1 argument(s) as 'topk:K', received []; ...
     """
     if not isinstance(spec, str):
         raise ValueError(f"defense spec: expected a str, received {spec!r}; {_help()}")

@@ -20,7 +20,8 @@ class Defense(NamedTuple):
 
     Example:
         >>> d = chain(round_to(2), topk(3))
-        >>> released = d.apply(jax.random.key(0), jax.nn.softmax(logits))
+        >>> d.apply(key, jax.nn.softmax(jnp.array([[2.0, 1.0, 0.5, -1.0]])))
+        Array([[0.61, 0.22, 0.14, 0.  ]], dtype=float32)
     """
 
     apply: Callable[[jax.Array, jax.Array], jax.Array]
@@ -49,6 +50,7 @@ def identity() -> Defense:
     """Release the probabilities unchanged (no defense).
 
     Example:
+        >>> probs = jnp.array([[0.2, 0.8]])
         >>> identity().apply(key, probs) is probs
         True
     """
@@ -82,8 +84,8 @@ def round_to(decimals: int) -> Defense:
     """Round every probability to ``decimals`` decimal places (not renormalised).
 
     Example:
-        >>> round_to(1).apply(key, jnp.array([[0.13, 0.87]]))
-        Array([[0.1, 0.9]], dtype=float32)
+        >>> round_to(1).apply(key, jnp.array([[0.12, 0.61, 0.27]]))
+        Array([[0.1, 0.6, 0.3]], dtype=float32)
     """
     if not _is_int(decimals) or decimals < 0:
         raise _bad("round_to decimals", "an int >= 0", decimals)
@@ -108,7 +110,10 @@ def gaussian_noise(sigma: float) -> Defense:
     drawn from the ``key`` passed to ``apply``, independently for every entry.
 
     Example:
-        >>> gaussian_noise(0.05).apply(jax.random.key(0), probs).sum(-1)  # all ones
+        >>> probs = jnp.array([[0.1, 0.6, 0.3], [0.7, 0.2, 0.1]])
+        >>> released = gaussian_noise(0.05).apply(key, probs)
+        >>> released.shape, released.sum(-1).round(4)  # still probability vectors
+        ((2, 3), Array([1., 1.], dtype=float32))
     """
     if not _is_real(sigma) or sigma < 0:
         raise _bad("gaussian_noise sigma", "a float >= 0", sigma)
@@ -132,7 +137,12 @@ def reverse_sigmoid(beta: float, gamma: float, eps: float = 1e-6) -> Defense:
     the argmax is preserved, so the top-1 label stays correct.
 
     Example:
-        >>> reverse_sigmoid(0.05, 0.5).apply(key, probs).argmax(-1)  # == probs.argmax(-1)
+        >>> probs = jnp.array([[0.1, 0.6, 0.3], [0.7, 0.2, 0.1]])
+        >>> released = reverse_sigmoid(0.05, 0.5).apply(key, probs)
+        >>> released.argmax(-1), probs.argmax(-1)  # the top-1 label is kept
+        (Array([1, 0], dtype=int32), Array([1, 0], dtype=int32))
+        >>> bool(jnp.abs(released - probs).max() > 0.01)  # the values are not
+        True
     """
     if not _is_real(beta) or beta < 0:
         raise _bad("reverse_sigmoid beta", "a float >= 0", beta)
@@ -158,7 +168,7 @@ def confidence_cutoff(tau: float) -> Defense:
     then at most one class exceeds it and the argmax is preserved.
 
     Example:
-        >>> confidence_cutoff(0.9).apply(key, jnp.array([[0.95, 0.04, 0.01]]))
+        >>> confidence_cutoff(0.9).apply(key, jnp.array([[0.95, 0.04, 0.01]])).round(4)
         Array([[0.9 , 0.08, 0.02]], dtype=float32)
     """
     if not _is_real(tau) or not 0.5 < tau <= 1:
@@ -183,8 +193,11 @@ def chain(*defenses: Defense) -> Defense:
     """Apply ``defenses`` left to right; defense ``i`` gets the subkey ``fold_in(key, i)``.
 
     Example:
-        >>> d = chain(gaussian_noise(0.01), round_to(2), topk(3))
-        >>> d.apply(jax.random.key(0), probs)
+        >>> chain(round_to(1), topk(2)).apply(key, jnp.array([[0.12, 0.61, 0.27]]))
+        Array([[0. , 0.6, 0.3]], dtype=float32)
+        >>> noisy = chain(gaussian_noise(0.01), topk(2))  # the noise uses fold_in(key, 0)
+        >>> (noisy.apply(key, jnp.array([[0.1, 0.6, 0.3], [0.7, 0.2, 0.1]])) > 0).sum(-1)
+        Array([2, 2], dtype=int32)
     """
     for i, d in enumerate(defenses):
         if not isinstance(d, Defense):

@@ -48,8 +48,23 @@ def evaluate(run: str | Path, eval_dir: str | Path, private: str, *, k: int = 5,
     most exposed images beside their nearest reconstructions).
 
     Example:
-        >>> rec = evaluate("runs/demo/mi-face", "runs/demo/evaluator", "digits:train")
-        >>> rec["metrics"]["per_sample"]["resilient_fraction"]
+        A quick evaluator, and a "run" whose reconstructions are 8 real test images of each
+        of classes 0 and 1 (an attack's run directory has the same files):
+
+        >>> from jaxinv.evaluation.results import write_run
+        >>> from jaxinv.training import fit
+        >>> _ = fit("digits", "softmax", "runs/evaluator", epochs=1, limit=64, progress=False)
+        >>> xt, yt = data.load("digits", "test")
+        >>> rec = np.stack([xt[yt == c][:8] for c in (0, 1)])  # [classes, chains, H, W, C]
+        >>> _ = write_run("runs/demo", {"metrics": {}}, {"x": rec, "y": np.array([0, 1])})
+        >>> record = evaluate("runs/demo", "runs/evaluator", "digits:train", progress=False)
+        >>> m = record["metrics"]
+        >>> [k for k in ("knn_dist", "fid_eval", "precision", "psnr", "per_sample") if k in m]
+        ['knn_dist', 'fid_eval', 'precision', 'psnr', 'per_sample']
+        >>> 0 <= m["per_sample"]["resilient_fraction"] <= 1
+        True
+        >>> sorted(np.load("runs/demo/per_sample.npz"))[:4]
+        ['dist', 'dist_pixel', 'exposed_dist', 'exposed_index']
     """
     from jaxinv.training.classifier import load_classifier
 

@@ -104,8 +104,12 @@ def load_run(run_dir: str | Path) -> tuple[dict, dict[str, np.ndarray], dict | N
     """``(results.json record, reconstructions.npz arrays, per_sample.npz arrays or None)``.
 
     Example:
-        >>> rec, arrays, per_sample = load_run("runs/demo/mi-face")
-        >>> arrays["x"].shape   # [classes, chains, H, W, C]
+        >>> from jaxinv.evaluation.results import write_run
+        >>> _ = write_run("runs/demo", {"metrics": {"attack_acc_top1": 0.5}},
+        ...               {"x": np.zeros((2, 3, 8, 8, 1)), "y": np.array([3, 6])})
+        >>> rec, arrays, per_sample = load_run("runs/demo")
+        >>> rec["metrics"], arrays["x"].shape, per_sample  # x: [classes, chains, H, W, C]
+        ({'attack_acc_top1': 0.5}, (2, 3, 8, 8, 1), None)
     """
     d = Path(run_dir)
     redo = f"run `jaxinv attack mi-face ... --out {d}` first"
@@ -327,8 +331,14 @@ def write_report(run_dir: str | Path) -> Path:
     ``per_sample.npz``. Raises FileNotFoundError/ValueError naming a missing/corrupt file.
 
     Example:
-        >>> write_report("runs/demo/mi-face")
-        PosixPath('runs/demo/mi-face/report.html')
+        >>> from jaxinv.evaluation.results import write_run
+        >>> _ = write_run("runs/demo", {"attack": "mi-face", "metrics": {"attack_acc_top1": 0.5}},
+        ...               {"x": np.zeros((2, 3, 8, 8, 1)), "y": np.array([3, 6])})
+        >>> page = write_report("runs/demo")
+        >>> print(page)
+        runs/demo/report.html
+        >>> "mi-face" in page.read_text()
+        True
     """
     d = Path(run_dir)
     rec, arrays, ps = load_run(d)

@@ -23,8 +23,12 @@ def versions() -> dict[str, str]:
     """Versions of Python, the key packages and the JAX backend, for provenance.
 
     Example:
-        >>> versions()["jax"]
-        '0.10.2'
+        >>> v = versions()
+        >>> sorted(v)
+        ['backend', 'devices', 'flax', 'jax', 'jaxinv', 'jaxlib', 'numpy', 'optax',
+         'orbax-checkpoint', 'platform', 'python']
+        >>> v["jax"] == jax.__version__
+        True
     """
     import jax
 
@@ -58,8 +62,15 @@ def judge(classifier: Any, x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
     its confidence.
 
     Example:
-        >>> m = judge(evaluator, res.best_x, targets)
-        >>> m["top1"], m["per_class"]["3"]["top1"]
+        >>> rec = np.stack([x[y == 3][:2], x[y == 6][:2]])  # 2 classes x 2 "reconstructions"
+        >>> rec.shape
+        (2, 2, 8, 8, 1)
+        >>> m = judge(clf, rec, np.array([3, 6]))  # clf: a trained digits classifier
+        >>> sorted(m), sorted(m["per_class"]), sorted(m["per_class"]["3"])
+        (['confidence', 'per_class', 'top1', 'top1_std_over_classes', 'top5'], ['3', '6'],
+         ['confidence', 'top1', 'top5'])
+        >>> 0 <= m["top1"] <= m["top5"] <= 1
+        True
     """
     t, n = x.shape[:2]
     flat = x.reshape((t * n, *x.shape[2:]))
@@ -88,7 +99,10 @@ def save_grid(path: str | Path, x: np.ndarray, per_class: int = 8,
     """Save a PNG grid: one row per class, ``per_class`` reconstructions per row.
 
     Example:
-        >>> save_grid("grid.png", res.best_x)   # [classes, chains, H, W, C] in [0, 1]
+        >>> save_grid("grid.png", np.zeros((2, 3, 8, 8, 1)))  # [classes, chains, H, W, C]
+        >>> from PIL import Image
+        >>> Image.open("grid.png").size  # 3 x 2 tiles of 8 + 1 px, scaled 32x to ~256 px
+        (896, 608)
     """
     from PIL import Image
 
@@ -113,7 +127,11 @@ def write_run(out: str | Path, record: dict[str, Any], arrays: dict[str, np.ndar
     ``arrays`` holds at least ``x`` ([classes, chains, H, W, C]) and ``y``.
 
     Example:
-        >>> write_run("runs/demo", {"config": cfg, "metrics": m}, {"x": res.best_x, "y": y})
+        >>> arrays = {"x": np.zeros((2, 3, 8, 8, 1)), "y": np.array([3, 6])}
+        >>> print(write_run("runs/demo", {"config": {"steps": 10}, "metrics": {}}, arrays))
+        runs/demo/results.json
+        >>> sorted(p.name for p in Path("runs/demo").iterdir())
+        ['grid.png', 'reconstructions.npz', 'results.json']
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -126,7 +144,15 @@ def write_json(path: str | Path, record: dict[str, Any]) -> Path:
     """Write ``record`` as indented JSON, atomically (NumPy values become plain ones).
 
     Example:
-        >>> write_json("runs/demo/mi-face/results.json", record)
+        >>> path = write_json("results.json", {"top1": np.float32(0.5), "y": np.arange(2)})
+        >>> print(path.read_text())
+        {
+          "top1": 0.5,
+          "y": [
+            0,
+            1
+          ]
+        }
     """
     text = json.dumps(record, indent=2, default=_json_default).encode()
     _atomic_write(Path(path), lambda f: f.write(text))
@@ -137,7 +163,9 @@ def write_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
     """Write ``arrays`` as a compressed ``.npz``, atomically.
 
     Example:
-        >>> write_npz("runs/demo/mi-face/per_sample.npz", {"score": score})
+        >>> path = write_npz("per_sample.npz", {"score": np.zeros(3, np.float32)})
+        >>> np.load(path)["score"]
+        array([0., 0., 0.], dtype=float32)
     """
     _atomic_write(Path(path), lambda f: np.savez_compressed(f, **arrays))
     return Path(path)

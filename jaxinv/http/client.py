@@ -8,10 +8,18 @@ and jitter, a 429 (or 503) carrying ``Retry-After`` is waited out for exactly th
 any other 4xx raises :class:`RemoteError` at once. Every answered batch and every failed
 attempt urllib3 reports (``response.raw.retries.history``) is logged as a JSON line.
 
-Example:
-    >>> oracle = HTTPOracle("http://127.0.0.1:8000", log_path="runs/queries.jsonl")
+Example (against a local victim on a free port; clf is a trained digits classifier):
+    >>> from jaxinv.http.serve import make_app, start_server
+    >>> url, stop = start_server(make_app(clf, "topk:3"))
+    >>> oracle = HTTPOracle(url, log_path="queries.jsonl")
     >>> probs = oracle.query(x)  # [n, K] float32
+    >>> probs.shape, probs.dtype
+    ((16, 10), dtype('float32'))
     >>> oracle.queries, oracle.stats()["queries_total"]
+    (16, 16)
+    >>> len(open("queries.jsonl").readlines())  # one JSON line per answered batch
+    1
+    >>> oracle.close(); stop()
 """
 
 from __future__ import annotations
@@ -35,9 +43,16 @@ class RemoteError(RuntimeError):
     status (``None`` for connection errors and timeouts).
 
     Example:
-        >>> try: oracle.query(np.full((1, 8, 8, 1), 2.0, np.float32))
+        >>> e = RemoteError("http://127.0.0.1:8000/predict: HTTP 400:   inputs must lie "
+        ...                 "in the range  [0, 1]", 400)
+        >>> e.status, str(e)  # whitespace runs (and newlines) become single spaces
+        (400, 'http://127.0.0.1:8000/predict: HTTP 400: inputs must lie in the range [0, 1]')
+        >>> from jaxinv.http.serve import make_app, start_server
+        >>> url, stop = start_server(make_app(clf))  # a local victim on a free port
+        >>> try: HTTPOracle(url).query(np.full((1, 8, 8, 1), 2.0, np.float32))
         ... except RemoteError as e: print(e.status, e)
-        400 http://127.0.0.1:8000/predict: HTTP 400: inputs must lie in the range [0, 1] ...
+        400 http://127.0.0.1:.../predict: HTTP 400: inputs must lie in the range [0, 1]; ...
+        >>> stop()
     """
 
     def __init__(self, message: str, status: int | None = None) -> None:
@@ -114,10 +129,12 @@ class HTTPOracle:
     Not thread safe: use one oracle per thread.
 
     Example:
-        >>> oracle = HTTPOracle(url, batch_size=256, client_id="attacker-1")
-        >>> probs = oracle.query(x)
-        >>> oracle.queries == len(x)
-        True
+        >>> oracle = HTTPOracle("http://127.0.0.1:8000/", batch_size=256, client_id="a1")
+        >>> oracle.url, oracle.queries, oracle.requests  # nothing is sent before query()
+        ('http://127.0.0.1:8000', 0, 0)
+        >>> HTTPOracle("http://127.0.0.1:8000", batch_size=0)
+        Traceback (most recent call last):
+        ValueError: batch_size: expected an int >= 1, received 0
     """
 
     def __init__(self, url: str, *, batch_size: int = 256, retries: int = 8,
@@ -163,7 +180,9 @@ class HTTPOracle:
         """Close the HTTP session.
 
         Example:
-            >>> with HTTPOracle(url) as oracle: probs = oracle.query(x)
+            >>> with HTTPOracle("http://127.0.0.1:8000") as oracle:  # close() on exit
+            ...     print(oracle.url)
+            http://127.0.0.1:8000
         """
         self._session.close()
 
@@ -226,8 +245,13 @@ class HTTPOracle:
         """The server's (defended) probabilities for images ``x [n, H, W, C]`` in [0, 1].
 
         Example:
-            >>> HTTPOracle(url).query(np.zeros((3, 8, 8, 1), np.float32)).shape
-            (3, 10)
+            >>> from jaxinv.http.serve import make_app, start_server
+            >>> url, stop = start_server(make_app(clf))  # a local victim on a free port
+            >>> with HTTPOracle(url, batch_size=8) as oracle:
+            ...     probs = oracle.query(x)  # 16 images: two requests of 8
+            ...     print(probs.shape, oracle.queries, oracle.requests)
+            (16, 10) 16 2
+            >>> stop()
         """
         x = np.ascontiguousarray(x, "<f4")
         if len(x) == 0:
@@ -268,8 +292,14 @@ class HTTPOracle:
         """The server's ``GET /stats``: per-client counts, defense, model.
 
         Example:
-            >>> HTTPOracle(url).stats()["clients"]
-            {'attacker-1': {'queries': 512, 'refused': 0, ...}}
+            >>> from jaxinv.http.serve import make_app, start_server
+            >>> url, stop = start_server(make_app(clf, "round:2"))
+            >>> with HTTPOracle(url, client_id="attacker-1") as oracle:
+            ...     _ = oracle.query(x)
+            ...     s = oracle.stats()
+            >>> s["defense"], s["clients"]
+            ('round:2', {'attacker-1': {'queries': 16, 'refused': 0, ...}})
+            >>> stop()
         """
         return self._call("GET", "/stats")
 
@@ -277,8 +307,11 @@ class HTTPOracle:
         """The server's ``GET /health`` (``{"ok": true}``).
 
         Example:
+            >>> from jaxinv.http.serve import make_app, start_server
+            >>> url, stop = start_server(make_app(clf))
             >>> HTTPOracle(url).info()
             {'ok': True}
+            >>> stop()
         """
         return self._call("GET", "/health")
 

@@ -18,10 +18,18 @@ Errors are JSON ``{"error": "..."}`` with a 4xx status (400 bad input, 403 flagg
 Clients are told apart by the ``X-Client-Id`` header, else by their address. Both are
 self-declared: the rate limit and the monitor bound what ONE identity does, not a Sybil.
 
-Example:
-    >>> app = make_app(load_classifier("runs/demo/target"), "round:2", rate_limit=500)
-    >>> url, stop = start_server(app)  # or, blocking: serve("runs/demo/target", port=8000)
-    >>> requests.post(url + "/predict", json={"inputs": x.tolist()}).json()["probs"]
+Example (Flask's test client, no network; :func:`start_server` serves the same app on a
+port, and ``serve("runs/demo/target", port=8000)`` does both from a model directory):
+
+    >>> app = make_app(clf, "round:2", rate_limit=500)  # clf: a trained digits classifier
+    >>> client = app.test_client()
+    >>> answer = client.post("/predict", json={"inputs": x[:2].tolist()}).json
+    >>> len(answer["probs"]), len(answer["probs"][0]), answer["queries"]
+    (2, 10, 2)
+    >>> client.post("/predict", json={"inputs": [[1, 2]]}).json["error"]
+    'wrong input shape: expected [B, 8, 8, 1] (or one image [8, 8, 1]), received [1, 2]'
+    >>> client.get("/stats").json["clients"]["127.0.0.1"]["invalid"]
+    1
 """
 
 from __future__ import annotations
@@ -69,9 +77,15 @@ class Monitor:
     Thread safe.
 
     Example:
-        >>> mon = Monitor(window=2048, radius=0.12)
-        >>> hits = mon.observe("alice", x)  # bool [B]
+        >>> mon = Monitor(window=2048, radius=0.12, min_queries=16)
+        >>> int(mon.observe("alice", x).sum())  # 16 different digits: no near-duplicates
+        0
         >>> mon.status("alice")["flagged"]
+        False
+        >>> int(mon.observe("alice", np.repeat(x[:1], 16, 0)).sum())  # x[0] again, 16 times
+        16
+        >>> mon.status("alice")
+        {'queries': 32, 'hit_fraction': 0.5, 'flagged': True}
     """
 
     def __init__(self, *, window: int = 2048, radius: float = 0.12,
@@ -255,9 +269,18 @@ def make_app(clf: Any, defense: str = "", *, max_batch: int = 1024,
     the i-th request. The defense is checked (and batch size 1 compiled) here.
 
     Example:
-        >>> app = make_app(load_classifier("runs/demo/target"), "noise:0.01",
-        ...                rate_limit=1000, monitor=Monitor(), refuse_flagged=True)
-        >>> url, stop = start_server(app)
+        >>> app = make_app(clf, "topk:3", max_batch=16, rate_limit=0.01, burst=16)
+        >>> client = app.test_client()  # no network
+        >>> client.post("/predict", json={"inputs": x.tolist()}).status_code  # the burst
+        200
+        >>> r = client.post("/predict", json={"inputs": x[:1].tolist()})  # bucket empty
+        >>> r.status_code, "Retry-After" in r.headers
+        (429, True)
+        >>> app = make_app(clf, monitor=Monitor(min_queries=4), refuse_flagged=True)
+        >>> client = app.test_client()
+        >>> same = {"inputs": np.repeat(x[:1], 8, 0).tolist()}  # near-duplicates
+        >>> [client.post("/predict", json=same).status_code for _ in range(2)]
+        [200, 403]
     """
     import flask
     from werkzeug.exceptions import HTTPException
@@ -436,8 +459,13 @@ def start_server(app: Any, host: str = "127.0.0.1",
     Returns the base URL and ``stop()`` (idempotent; shuts the server down and joins).
 
     Example:
-        >>> url, stop = start_server(make_app(clf, "topk:3"))
-        >>> HTTPOracle(url).query(x); stop()
+        >>> from jaxinv.http.client import HTTPOracle
+        >>> url, stop = start_server(make_app(clf, "topk:3"))  # a free port on 127.0.0.1
+        >>> url.startswith("http://127.0.0.1:")
+        True
+        >>> HTTPOracle(url).query(x).shape
+        (16, 10)
+        >>> stop()
     """
     from werkzeug.serving import make_server
 
@@ -465,8 +493,11 @@ def serve(target_dir: str | Path, defense: str = "", host: str = "127.0.0.1", po
     ``monitor``, ``refuse_flagged``, ``seed``).
 
     Example:
-        >>> serve("runs/demo/target", "round:2,topk:3", port=8000, rate_limit=1000)
+        >>> serve("runs/demo/target", "round:2,topk:3", port=8000)  # doctest: +SKIP
         serving cnn (digits) behind 'round:2,topk:3' at http://127.0.0.1:8000 ...
+        >>> serve("runs/missing")  # (the line above blocks until Ctrl-C: not run here)
+        Traceback (most recent call last):
+        FileNotFoundError: no trained model in .../runs/missing (missing model.json); ...
     """
     from werkzeug.serving import make_server
 

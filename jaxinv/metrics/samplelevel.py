@@ -18,7 +18,15 @@ from jaxinv.metrics.distances import knn_radius, nearest
 class SampleScores(NamedTuple):
     """Per private sample: ``dist`` to its nearest same-class reconstruction, ``hits``
     (reconstructions whose nearest private sample it is), ``tau`` (its k-NN radius in
-    its class), ``score`` in [0, 1], and ``nearest_rec`` (index of that reconstruction)."""
+    its class), ``score`` in [0, 1], and ``nearest_rec`` (index of that reconstruction).
+
+    Example:
+        >>> s = ddcs_proxy(np.array([[0.0], [1.0]]), [0, 0], np.array([[0.1]]), [0], k=1)
+        >>> s._fields
+        ('dist', 'hits', 'tau', 'score', 'nearest_rec')
+        >>> s.hits, s.nearest_rec
+        (array([1, 0], dtype=int32), array([0, 0], dtype=int32))
+    """
 
     dist: np.ndarray
     hits: np.ndarray
@@ -39,8 +47,18 @@ def ddcs_proxy(priv_feats, priv_labels, rec_feats, rec_labels, *, k: int = 5,
     *resilient*. Invariant to the order of the reconstructions (up to exact ties).
 
     Example:
-        >>> s = ddcs_proxy(priv_f, priv_y, rec_f, rec_y)
-        >>> (s.score == 0).mean()   # fraction of resilient samples
+        >>> priv_f = np.array([[0.0], [1.0], [2.0], [10.0], [11.0], [12.0]])  # 1-d features
+        >>> priv_y = np.array([0, 0, 0, 1, 1, 1])
+        >>> rec_f, rec_y = np.array([[0.1], [0.2]]), np.array([0, 0])  # 2 of class 0
+        >>> s = ddcs_proxy(priv_f, priv_y, rec_f, rec_y, k=1)
+        >>> s.hits, s.dist.round(3), s.tau
+        (array([2, 0, 0, 0, 0, 0], dtype=int32),
+         array([0.1, 0.8, 1.8, inf, inf, inf], dtype=float32),
+         array([1., 1., 1., 1., 1., 1.], dtype=float32))
+        >>> s.score.round(3)  # 2/2 * exp(-0.1 / 1) for sample 0; class 1 was not attacked
+        array([0.905, 0.   , 0.   , 0.   , 0.   , 0.   ], dtype=float32)
+        >>> float((s.score == 0).mean())  # fraction of resilient samples
+        0.8333333333333334
     """
     priv_labels, rec_labels = np.asarray(priv_labels), np.asarray(rec_labels)
     d2, near = nearest(priv_feats, rec_feats, query_labels=priv_labels, ref_labels=rec_labels,
@@ -63,7 +81,14 @@ def summarize(scores: SampleScores, labels, top: int = 16) -> dict:
     and mean score.
 
     Example:
-        >>> summarize(ddcs_proxy(priv_f, priv_y, rec_f, rec_y), priv_y)["resilient_fraction"]
+        >>> priv_f = np.array([[0.0], [1.0], [2.0], [10.0], [11.0], [12.0]])
+        >>> priv_y = np.array([0, 0, 0, 1, 1, 1])
+        >>> s = ddcs_proxy(priv_f, priv_y, np.array([[0.1], [0.2]]), np.array([0, 0]), k=1)
+        >>> out = summarize(s, priv_y, top=3)
+        >>> out["resilient_fraction"], out["score_max"], out["most_exposed"]
+        (0.833..., 0.904..., [0])
+        >>> out["per_class"]["1"]
+        {'resilient_fraction': 1.0, 'score_mean': 0.0}
     """
     labels = np.asarray(labels)
     order = np.argsort(-scores.score, kind="stable")[:top]

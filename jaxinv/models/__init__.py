@@ -52,9 +52,11 @@ def apply_logits(module: nn.Module) -> Callable[[Any, jax.Array], jax.Array]:
     Cached per module, so building a kernel twice reuses the same function.
 
     Example:
-        >>> f = apply_logits(clf.module)
+        >>> f = apply_logits(clf.module)  # clf: a trained digits CNN, x: 16 of its images
         >>> jax.jit(f)(clf.variables, x).shape
-        (360, 10)
+        (16, 10)
+        >>> apply_logits(clf.module) is f
+        True
     """
     return lambda variables, x: module.apply(variables, x)[0]
 
@@ -65,7 +67,7 @@ def apply_features(module: nn.Module) -> Callable[[Any, jax.Array], jax.Array]:
 
     Example:
         >>> apply_features(clf.module)(clf.variables, x).shape
-        (360, 128)
+        (16, 128)
     """
     return lambda variables, x: module.apply(variables, x)[1]
 
@@ -83,10 +85,16 @@ class Classifier(NamedTuple):
     ``test_accuracy``... (see ``jaxinv.training.classifier.fit``).
 
     Example:
-        >>> clf = jaxinv.training.classifier.load_classifier("runs/demo/target")
+        ``clf`` below was made by ``jaxinv.training.fit("digits", "cnn", workdir)``;
+        ``jaxinv.training.load_classifier(workdir)`` reads it back.
+
+        >>> clf.meta["arch"], clf.meta["dataset"], clf.meta["input_shape"]
+        ('cnn', 'digits', [8, 8, 1])
         >>> clf.logits(x).shape, clf.features(x).shape
-        ((360, 10), (360, 128))
-        >>> attack = mi_face(apply_logits(clf.module), (8, 8, 1))  # variables go in env
+        ((16, 10), (16, 128))
+        >>> f = apply_logits(clf.module)  # what attack kernels take; variables go in env
+        >>> f(clf.variables, x).shape
+        (16, 10)
     """
 
     module: nn.Module
@@ -94,19 +102,41 @@ class Classifier(NamedTuple):
     meta: dict
 
     def apply_logits(self, variables: Any, x: jax.Array) -> jax.Array:
-        """Pure ``(variables, x) -> logits``; same as ``apply_logits(self.module)``."""
+        """Pure ``(variables, x) -> logits``; same as ``apply_logits(self.module)``.
+
+        Example:
+            >>> clf.apply_logits(clf.variables, x).shape
+            (16, 10)
+        """
         return apply_logits(self.module)(variables, x)
 
     def logits(self, x: np.ndarray, batch: int = 2048) -> np.ndarray:
-        """Eval-mode logits ``[N, K]`` for images ``[N, H, W, C]`` (host in, host out)."""
+        """Eval-mode logits ``[N, K]`` for images ``[N, H, W, C]`` (host in, host out).
+
+        Example:
+            >>> logits = clf.logits(x, batch=8)  # two batches of 8
+            >>> type(logits).__name__, logits.shape
+            ('ndarray', (16, 10))
+        """
         return self._run(x, batch)[0]
 
     def features(self, x: np.ndarray, batch: int = 2048) -> np.ndarray:
-        """Eval-mode penultimate features ``[N, D]`` (host in, host out)."""
+        """Eval-mode penultimate features ``[N, D]`` (host in, host out).
+
+        Example:
+            >>> clf.features(x).shape
+            (16, 128)
+        """
         return self._run(x, batch)[1]
 
     def outputs(self, x: np.ndarray, batch: int = 2048) -> tuple[np.ndarray, np.ndarray]:
-        """Eval-mode ``(logits [N, K], features [N, D])`` from one forward pass."""
+        """Eval-mode ``(logits [N, K], features [N, D])`` from one forward pass.
+
+        Example:
+            >>> logits, features = clf.outputs(x)
+            >>> logits.shape, features.shape
+            ((16, 10), (16, 128))
+        """
         return self._run(x, batch)
 
     def _run(self, x: np.ndarray, batch: int) -> tuple[np.ndarray, np.ndarray]:

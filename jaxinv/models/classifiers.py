@@ -156,8 +156,8 @@ def create(arch: str, num_classes: int, **kwargs: Any) -> nn.Module:
 
     Example:
         >>> model = create("cnn", 10)
-        >>> variables = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
-        >>> logits, features = model.apply(variables, jnp.zeros((5, 28, 28, 1)))
+        >>> variables = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))
+        >>> logits, features = jax.jit(model.apply)(variables, jnp.zeros((5, 8, 8, 1)))
         >>> logits.shape, features.shape
         ((5, 10), (5, 128))
     """

@@ -44,7 +44,14 @@ Pair = tuple[int, int]
 
 
 class BasicConv(nn.Module):
-    """Conv (no bias) -> BatchNorm (eval, eps 1e-3) -> ReLU: torchvision's ``BasicConv2d``."""
+    """Conv (no bias) -> BatchNorm (eval, eps 1e-3) -> ReLU: torchvision's ``BasicConv2d``.
+
+    Example:
+        >>> conv = BasicConv(32, (3, 3), stride=2)  # shapes only, nothing computed
+        >>> out, v = jax.eval_shape(conv.init_with_output, key, jnp.ones((1, 9, 9, 3)))
+        >>> out.shape, sorted(v), v["params"]["conv"]["kernel"].shape
+        ((1, 4, 4, 32), ['batch_stats', 'params'], (3, 3, 3, 32))
+    """
 
     features: int
     kernel: Pair = (1, 1)
@@ -69,7 +76,13 @@ def _max_pool_3x3_s2(x: jax.Array) -> jax.Array:
 
 
 class InceptionA(nn.Module):
-    """``FIDInceptionA`` (Mixed_5b/c/d)."""
+    """``FIDInceptionA`` (Mixed_5b/c/d).
+
+    Example:
+        >>> block = InceptionA(pool_features=32)  # Mixed_5b; shapes only, nothing computed
+        >>> jax.eval_shape(block.init_with_output, key, jnp.zeros((1, 35, 35, 192)))[0].shape
+        (1, 35, 35, 256)
+    """
 
     pool_features: int
 
@@ -86,7 +99,13 @@ class InceptionA(nn.Module):
 
 
 class InceptionB(nn.Module):
-    """torchvision's ``InceptionB`` (Mixed_6a, grid reduction)."""
+    """torchvision's ``InceptionB`` (Mixed_6a, grid reduction).
+
+    Example:
+        >>> block = InceptionB()  # shapes only, nothing computed
+        >>> jax.eval_shape(block.init_with_output, key, jnp.zeros((1, 35, 35, 288)))[0].shape
+        (1, 17, 17, 768)
+    """
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -98,7 +117,13 @@ class InceptionB(nn.Module):
 
 
 class InceptionC(nn.Module):
-    """``FIDInceptionC`` (Mixed_6b..e): factorised 7x7 convolutions."""
+    """``FIDInceptionC`` (Mixed_6b..e): factorised 7x7 convolutions.
+
+    Example:
+        >>> block = InceptionC(channels_7x7=128)  # Mixed_6b; shapes only, nothing computed
+        >>> jax.eval_shape(block.init_with_output, key, jnp.zeros((1, 17, 17, 768)))[0].shape
+        (1, 17, 17, 768)
+    """
 
     channels_7x7: int
 
@@ -119,7 +144,13 @@ class InceptionC(nn.Module):
 
 
 class InceptionD(nn.Module):
-    """torchvision's ``InceptionD`` (Mixed_7a, grid reduction)."""
+    """torchvision's ``InceptionD`` (Mixed_7a, grid reduction).
+
+    Example:
+        >>> block = InceptionD()  # shapes only, nothing computed
+        >>> jax.eval_shape(block.init_with_output, key, jnp.zeros((1, 17, 17, 768)))[0].shape
+        (1, 8, 8, 1280)
+    """
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -133,7 +164,13 @@ class InceptionD(nn.Module):
 
 
 class InceptionE(nn.Module):
-    """``FIDInceptionE_1`` (avg pool, Mixed_7b) or ``FIDInceptionE_2`` (max pool, Mixed_7c)."""
+    """``FIDInceptionE_1`` (avg pool, Mixed_7b) or ``FIDInceptionE_2`` (max pool, Mixed_7c).
+
+    Example:
+        >>> block = InceptionE(max_pool=True)  # Mixed_7c; shapes only, nothing computed
+        >>> jax.eval_shape(block.init_with_output, key, jnp.zeros((1, 8, 8, 2048)))[0].shape
+        (1, 8, 8, 2048)
+    """
 
     max_pool: bool = False
 
@@ -160,8 +197,8 @@ class InceptionV3(nn.Module):
     ``[N, 2048]``. Grey images are repeated to 3 channels.
 
     Example:
-        >>> module, variables = load_inception("pt_inception.npz")
-        >>> module.apply(variables, jnp.zeros((2, 64, 64, 3))).shape
+        >>> module = InceptionV3()  # weights: load_inception(path); shapes only here
+        >>> jax.eval_shape(module.init_with_output, key, jnp.zeros((2, 64, 64, 1)))[0].shape
         (2, 2048)
     """
 
@@ -226,9 +263,18 @@ def convert_torch_state_dict(state_dict: Mapping[str, Any],
     are ignored; any other unknown, missing or mis-shaped entry raises ``ValueError``.
 
     Example:
-        >>> variables = convert_torch_state_dict(dict(np.load("pt_inception.npz")))
-        >>> variables["params"]["Conv2d_1a_3x3"]["conv"]["kernel"].shape
+        >>> sd = to_torch_state_dict(random_variables(0))  # stands in for pytorch-fid's file
+        >>> sd["Conv2d_1a_3x3.conv.weight"].shape  # torch layout: OIHW
+        (32, 3, 3, 3)
+        >>> variables = convert_torch_state_dict(sd)
+        >>> variables["params"]["Conv2d_1a_3x3"]["conv"]["kernel"].shape  # flax: HWIO
         (3, 3, 3, 32)
+        >>> convert_torch_state_dict({**sd, "fc.weight": np.zeros((1008, 2048))}) is not None
+        True
+        >>> del sd["Mixed_7c.branch_pool.bn.bias"]
+        >>> convert_torch_state_dict(sd)
+        Traceback (most recent call last):
+        ValueError: not a pytorch-fid Inception-v3 state dict: 1 missing: Mixed_7c.branch_pool...
     """
     expected = _leaf_shapes(module or InceptionV3())
     used = {k for k in state_dict
@@ -264,9 +310,12 @@ def to_torch_state_dict(variables: Mapping) -> dict[str, np.ndarray]:
     """Inverse of ``convert_torch_state_dict``: torch names -> float32 numpy arrays (OIHW).
 
     Example:
-        >>> sd = to_torch_state_dict(variables)
-        >>> sd["Conv2d_1a_3x3.conv.weight"].shape
-        (32, 3, 3, 3)
+        >>> variables = {"params": {"Conv2d_1a_3x3": {"conv": {"kernel": np.zeros((3, 3, 3, 32))},
+        ...                                           "bn": {"scale": np.ones(32)}}},
+        ...              "batch_stats": {"Conv2d_1a_3x3": {"bn": {"var": np.ones(32)}}}}
+        >>> {k: v.shape for k, v in to_torch_state_dict(variables).items()}
+        {'Conv2d_1a_3x3.conv.weight': (32, 3, 3, 3), 'Conv2d_1a_3x3.bn.weight': (32,),
+         'Conv2d_1a_3x3.bn.running_var': (32,)}
     """
     out = {}
     for path, leaf in traverse_util.flatten_dict(dict(variables)).items():
@@ -281,8 +330,11 @@ def random_variables(seed: int = 0, module: InceptionV3 | None = None) -> dict:
     the network: for tests and smoke runs only, the features mean nothing.
 
     Example:
-        >>> inception_features(np.zeros((2, 32, 32, 3)), random_variables(0)).shape
-        (2, 2048)
+        >>> variables = random_variables(0)
+        >>> sorted(variables), len(variables["params"])  # 16 blocks, as in pytorch-fid's net
+        (['batch_stats', 'params'], 16)
+        >>> variables["batch_stats"]["Conv2d_1a_3x3"]["bn"]["var"][:3]
+        Array([1., 1., 1.], dtype=float32)
     """
     rng = np.random.default_rng(seed)
     flat = {}
@@ -324,8 +376,12 @@ def read_state_dict(path: str | Path) -> dict[str, np.ndarray]:
     """The raw state dict (torch names -> arrays) in a ``.npz`` or (with torch) ``.pth``.
 
     Example:
-        >>> sorted(read_state_dict("pt_inception.npz"))[0]
-        'Conv2d_1a_3x3.bn.bias'
+        >>> np.savez("tiny.npz", **{"Conv2d_1a_3x3.bn.bias": np.zeros(32, np.float32)})
+        >>> {k: v.shape for k, v in read_state_dict("tiny.npz").items()}
+        {'Conv2d_1a_3x3.bn.bias': (32,)}
+        >>> read_state_dict("missing.npz")
+        Traceback (most recent call last):
+        FileNotFoundError: Inception-v3 FID weights not found: looked for .../missing.npz. ...
     """
     path = Path(path).expanduser()
     if not path.is_file():
@@ -344,9 +400,13 @@ def load_inception(path: str | Path) -> tuple[InceptionV3, dict]:
     ``FileNotFoundError`` explaining how to get it; a wrong file raises ``ValueError``.
 
     Example:
-        >>> module, variables = load_inception("pt_inception-2015-12-05-6726825d.pth")
-        >>> inception_features(images, variables, module).shape  # images [N, H, W, C]
-        (N, 2048)
+        >>> path = "pt_inception-2015-12-05-6726825d.pth"  # pytorch-fid's, not shipped
+        >>> module, variables = load_inception(path)  # doctest: +SKIP
+        >>> inception_features(x, variables, module).shape  # doctest: +SKIP
+        (16, 2048)
+        >>> load_inception(path)  # (the lines above need the weights file: not run here)
+        Traceback (most recent call last):
+        FileNotFoundError: Inception-v3 FID weights not found: ... does not download weights. ...
     """
     module = InceptionV3()
     return module, convert_torch_state_dict(read_state_dict(path), module)
@@ -365,9 +425,10 @@ def inception_features(x: Any, variables: Mapping, module: InceptionV3 | None = 
     compiles per image size.
 
     Example:
-        >>> module, variables = load_inception("pt_inception.npz")
-        >>> inception_features(np.random.rand(100, 32, 32, 3), variables, module).shape
-        (100, 2048)
+        >>> variables = random_variables(0)  # stand-in weights; real ones: load_inception(path)
+        >>> feats = inception_features(x[:2], variables)  # 2 grey 8x8 digits, resized to 299
+        >>> feats.shape, feats.dtype
+        ((2, 2048), dtype('float32'))
     """
     x = np.asarray(x, np.float32)
     if x.ndim != 4 or x.shape[-1] not in (1, 3):
@@ -389,8 +450,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """CLI: ``python -m jaxinv.models.inception convert in.pth out.npz`` (needs torch).
 
     Example:
-        >>> main(["convert", "pt_inception-2015-12-05-6726825d.pth", "pt_inception.npz"])
+        >>> main(["convert", WEIGHTS_FILE, "pt_inception.npz"])  # doctest: +SKIP
+        wrote 470 arrays to pt_inception.npz
         0
+        >>> main(["convert", "missing.pth", "out.npz"])  # (above: needs the weights and torch)
+        Traceback (most recent call last):
+        FileNotFoundError: Inception-v3 FID weights not found: looked for .../missing.pth. ...
     """
     parser = argparse.ArgumentParser(prog="python -m jaxinv.models.inception",
                                      description=__doc__.splitlines()[0])

@@ -115,75 +115,89 @@ def fit(dataset: str, arch: str, workdir: str | Path, *, epochs: int | None = No
         >>> clf.meta["test_accuracy"] > 0.8
         True
     """
-    import orbax.checkpoint as ocp
-
     arch_kwargs = dict(arch_kwargs or {})
-    probe = create(arch, 2, **arch_kwargs)  # unknown arch / options fail before data loads
-    del probe
-    cfg = {**DEFAULT, **DEFAULTS.get((dataset, arch), {})}
-    epochs = cfg["epochs"] if epochs is None else int(epochs)
-    batch_size = cfg["batch_size"] if batch_size is None else int(batch_size)
-    lr = cfg["lr"] if lr is None else float(lr)
-    augment = cfg["augment"] if augment is None else int(augment)
-    lr_decay = cfg["lr_decay"] if lr_decay is None else float(lr_decay)
-    for name, v, want in (("epochs", epochs, 1), ("batch_size", batch_size, 1),
-                          ("augment", augment, 0), ("weight_decay", weight_decay, 0)):
-        if v < want:
-            raise ValueError(f"fit: {name} must be >= {want}, got {v!r}")
-    if lr <= 0 or not 0 < lr_decay <= 1:
-        raise ValueError(f"fit: need lr > 0 and 0 < lr_decay <= 1, got {lr!r}, {lr_decay!r}")
-
-    if limit is not None and limit < 1:
-        raise ValueError(f"fit: limit must be >= 1 or None, got {limit!r}")
+    create(arch, 2, **arch_kwargs)  # unknown arch / options fail before data loads
+    cfg = _settings(dataset, arch, epochs=epochs, batch_size=batch_size, lr=lr,
+                    augment=augment, lr_decay=lr_decay, weight_decay=weight_decay, limit=limit)
     x, y = data.load(dataset, "train", data_dir=data_dir)
     x, y = x[:limit], y[:limit]
     xt, yt = data.load(dataset, "test", data_dir=data_dir)
     k = int(max(y.max(), yt.max()) + 1)
-    batch_size = min(batch_size, len(x))
+    cfg["batch_size"] = min(cfg["batch_size"], len(x))
     module = create(arch, k, **arch_kwargs)
-    variables = init_variables(module, x.shape[1:], seed)
-    steps = len(x) // batch_size  # per epoch; the last partial batch is dropped
-    schedule = optax.exponential_decay(lr, steps, lr_decay, staircase=True)
+    steps = len(x) // cfg["batch_size"]  # per epoch; the last partial batch is dropped
+    schedule = optax.exponential_decay(cfg["lr"], steps, cfg["lr_decay"], staircase=True)
     tx = optax.adamw(schedule, weight_decay=weight_decay)
-    key = jax.random.key(seed)
-    state = init_state(variables, tx)
-    # what a checkpoint holds; the per-epoch keys are fold_in(key, epoch)
-    ckpt = {"train": state, "epoch": jnp.zeros((), jnp.int32),
-            "rng": jnp.array(jax.random.key_data(key))}
-
+    ckpt = {"train": init_state(init_variables(module, x.shape[1:], seed), tx),
+            "epoch": jnp.zeros((), jnp.int32),
+            "rng": jnp.array(jax.random.key_data(jax.random.key(seed)))}
+    config = json.loads(json.dumps({  # tuples -> lists, as read back
+        "dataset": dataset, "arch": arch, "arch_kwargs": arch_kwargs, "seed": seed,
+        **{c: cfg[c] for c in ("batch_size", "lr", "lr_decay", "weight_decay", "augment",
+                               "limit")}}))
     workdir = Path(workdir).absolute()
-    config = {"dataset": dataset, "arch": arch, "arch_kwargs": arch_kwargs,
-              "batch_size": batch_size, "lr": lr, "lr_decay": lr_decay,
-              "weight_decay": weight_decay,
-              "augment": augment, "seed": seed, "limit": limit}
-    config = json.loads(json.dumps(config))  # tuples -> lists, as read back
+    mngr, ckpt = _open(workdir, config, ckpt, f"{dataset}/{arch}" if progress else None)
+    tic = time.perf_counter()
+    state, history = _epochs(_step_fn(module, tx, cfg["augment"]), ckpt, mngr, x, y,
+                             cfg["epochs"], steps, cfg["batch_size"], seed,
+                             f"train {dataset}/{arch}" if progress else None)
+    meta = {"arch": arch, "arch_kwargs": arch_kwargs, "dataset": dataset, "num_classes": k,
+            "input_shape": list(x.shape[1:]), "epochs": max(cfg["epochs"], int(ckpt["epoch"])),
+            **{c: config[c] for c in ("lr", "lr_decay", "batch_size", "weight_decay",
+                                      "augment", "seed", "limit")},
+            "train_seconds": round(time.perf_counter() - tic, 2)}  # this call's epochs
+    meta["last_epoch_loss_acc"] = [round(float(v), 5) for v in history[-1]] if history else None
+    return _save(workdir, Classifier(module, variables_of(state), meta), (x, y), (xt, yt))
+
+
+def _settings(dataset: str, arch: str, **given: Any) -> dict[str, Any]:
+    """``fit``'s settings: given values, else ``DEFAULTS[(dataset, arch)]``, else ``DEFAULT``."""
+    cfg = {**DEFAULT, **DEFAULTS.get((dataset, arch), {})}
+    cfg.update({k: v for k, v in given.items() if v is not None})
+    cfg.setdefault("limit", None)
+    for name, want in (("epochs", 1), ("batch_size", 1), ("augment", 0), ("weight_decay", 0)):
+        if cfg[name] < want:
+            raise ValueError(f"fit: {name} must be >= {want}, got {cfg[name]!r}")
+    if cfg["lr"] <= 0 or not 0 < cfg["lr_decay"] <= 1:
+        raise ValueError(f"fit: need lr > 0 and 0 < lr_decay <= 1, got {cfg['lr']!r}, "
+                         f"{cfg['lr_decay']!r}")
+    if cfg["limit"] is not None and cfg["limit"] < 1:
+        raise ValueError(f"fit: limit must be >= 1 or None, got {cfg['limit']!r}")
+    return cfg
+
+
+def _open(workdir: Path, config: dict, ckpt: dict, name: str | None):
+    """The checkpoint manager of ``workdir`` and the checkpoint to start from."""
+    import orbax.checkpoint as ocp
+
     cfg_path = workdir / "train_config.json"
     mngr = ocp.CheckpointManager(workdir / "train_ckpt", options=ocp.CheckpointManagerOptions(
-        max_to_keep=1, enable_async_checkpointing=False))
+        max_to_keep=2, enable_async_checkpointing=False))
     start = mngr.latest_step() or 0
-    if start:
-        saved = json.loads(cfg_path.read_text()) if cfg_path.exists() else config
-        diff = {c: (saved.get(c), config[c]) for c in _CONFIG_KEYS if saved.get(c) != config[c]}
-        if diff:
-            raise ValueError(f"{workdir} holds a checkpoint trained with other settings "
-                             f"(saved, requested): {diff}; use a new workdir or the same "
-                             "settings")
-        ckpt = mngr.restore(start, args=ocp.args.StandardRestore(ckpt))
-        state = ckpt["train"]
-        if progress:
-            print(f"train: resuming {dataset}/{arch} from epoch {start} ({workdir})")
-    else:
+    if not start:
         workdir.mkdir(parents=True, exist_ok=True)
         cfg_path.write_text(json.dumps(config, indent=1))
+        return mngr, ckpt
+    saved = json.loads(cfg_path.read_text()) if cfg_path.exists() else config
+    diff = {c: (saved.get(c), config[c]) for c in _CONFIG_KEYS if saved.get(c) != config[c]}
+    if diff:
+        raise ValueError(f"{workdir} holds a checkpoint trained with other settings "
+                         f"(saved, requested): {diff}; use a new workdir or the same settings")
+    if name:
+        print(f"train: resuming {name} from epoch {start} ({workdir})")
+    return mngr, mngr.restore(start, args=ocp.args.StandardRestore(ckpt))
 
-    step = _step_fn(module, tx, augment)
+
+def _epochs(step, ckpt, mngr, x, y, epochs, steps, batch_size, seed, desc):
+    """Train from ``ckpt["epoch"]`` to ``epochs``; checkpoint every epoch."""
+    import orbax.checkpoint as ocp
+
+    start, state, key = int(ckpt["epoch"]), ckpt["train"], jax.random.key(seed)
     xd, yd = jax.device_put(x), jax.device_put(y)
     bar = None
-    if progress and start < epochs:
+    if desc and start < epochs:
         from tqdm.auto import tqdm
-        bar = tqdm(total=(epochs - start) * steps, desc=f"train {dataset}/{arch}",
-                   unit="step", dynamic_ncols=True)
-    tic = time.perf_counter()
+        bar = tqdm(total=(epochs - start) * steps, desc=desc, unit="step", dynamic_ncols=True)
     history = []
     for epoch in range(start, epochs):
         ekey = jax.random.fold_in(key, epoch)
@@ -202,23 +216,21 @@ def fit(dataset: str, arch: str, workdir: str | Path, *, epochs: int | None = No
         bar.close()
     mngr.wait_until_finished()
     mngr.close()
-    train_s = time.perf_counter() - tic
+    return state, history
 
-    variables = variables_of(state)
-    meta = {"arch": arch, "arch_kwargs": arch_kwargs, "dataset": dataset, "num_classes": k,
-            "input_shape": list(x.shape[1:]), "epochs": int(ckpt["epoch"]), "lr": lr,
-            "lr_decay": lr_decay,
-            "batch_size": batch_size, "weight_decay": weight_decay, "augment": augment,
-            "seed": seed, "limit": limit, "num_params": int(sum(p.size for p in
-                                               jax.tree.leaves(variables["params"])))}
-    clf = Classifier(module, variables, meta)
-    meta["train_accuracy"] = accuracy(clf, x, y)
-    meta["test_accuracy"] = accuracy(clf, xt, yt)
-    meta["train_seconds"] = round(train_s, 2)  # this call's epochs only (plus compiles)
-    meta["last_epoch_loss_acc"] = [round(float(v), 5) for v in history[-1]] if history else None
+
+def _save(workdir: Path, clf: Classifier, train: tuple, test: tuple) -> Classifier:
+    """Add accuracies, size and versions to ``clf.meta``; write ``variables`` and
+    ``model.json``."""
+    import orbax.checkpoint as ocp
+
+    meta = clf.meta
+    meta["num_params"] = int(sum(p.size for p in jax.tree.leaves(clf.variables["params"])))
+    meta["train_accuracy"] = accuracy(clf, *train)
+    meta["test_accuracy"] = accuracy(clf, *test)
     meta["versions"] = results.versions()
     with ocp.StandardCheckpointer() as ckptr:
-        ckptr.save(workdir / "variables", variables, force=True)
+        ckptr.save(workdir / "variables", clf.variables, force=True)
     (workdir / "model.json").write_text(json.dumps(meta, indent=1))
     return clf
 
