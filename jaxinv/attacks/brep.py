@@ -72,6 +72,29 @@ def _sampler(start: str, z_shape: tuple[int, ...], init_range: tuple[float, floa
     return sample
 
 
+def _check(start, spheres, radius, growth, threshold, max_step, max_steps, patience) -> None:
+    if start not in STARTS:
+        raise ValueError(f"unknown start {start!r}; choose one of {STARTS}")
+    if not isinstance(spheres, int) or spheres < 2:
+        raise ValueError(f"spheres must be an int >= 2, got {spheres!r}")
+    if not radius > 0 or not growth > 1 or not 0 < threshold < 1 or not max_step > 0:
+        raise ValueError(f"need radius > 0, growth > 1, 0 < threshold < 1, max_step > 0; got "
+                         f"{radius!r}, {growth!r}, {threshold!r}, {max_step!r}")
+    if max_steps < 1 or patience < 1:
+        raise ValueError(f"need max_steps >= 1 and patience >= 1, got {max_steps}, {patience}")
+
+
+def _repulsion(pts: jax.Array, cand: jax.Array, inside: jax.Array, radius: jax.Array,
+               normalize: bool) -> jax.Array:
+    """BREP's repulsion direction ``mean_n(w_n u_n)`` from the sphere points ``pts``
+    around ``cand`` (``w_n = -1`` outside the class, 0 inside; ``u_n`` unit-radius)."""
+    u = (pts - cand) / radius  # the (clipped) unit-radius directions
+    g = jnp.tensordot(jnp.where(inside, 0.0, -1.0), u, axes=1) / pts.shape[0]
+    if normalize:
+        g = g / jnp.maximum(jnp.sqrt(jnp.sum(g * g)), 1e-12)
+    return g
+
+
 @factory
 def brep_mi(
     input_shape: tuple[int, ...],
@@ -122,15 +145,7 @@ def brep_mi(
         >>> bb.num_queries, bb.kind
         (33, 'label')
     """
-    if start not in STARTS:
-        raise ValueError(f"unknown start {start!r}; choose one of {STARTS}")
-    if not isinstance(spheres, int) or spheres < 2:
-        raise ValueError(f"spheres must be an int >= 2, got {spheres!r}")
-    if not radius > 0 or not growth > 1 or not 0 < threshold < 1 or not max_step > 0:
-        raise ValueError(f"need radius > 0, growth > 1, 0 < threshold < 1, max_step > 0; got "
-                         f"{radius!r}, {growth!r}, {threshold!r}, {max_step!r}")
-    if max_steps < 1 or patience < 1:
-        raise ValueError(f"need max_steps >= 1 and patience >= 1, got {max_steps}, {patience}")
+    _check(start, spheres, radius, growth, threshold, max_step, max_steps, patience)
     per_step = spheres + 1
     check_budget(budget, per_step)
     decode = decode or (lambda z, env: z)
@@ -171,10 +186,7 @@ def brep_mi(
         c = inside[1:]
         share = jnp.mean(c.astype(jnp.float32))
         grow = accepted & (share > threshold)
-        u = (pts[1:] - state.cand) / state.radius  # the (clipped) unit-radius directions
-        g = jnp.tensordot(jnp.where(c, 0.0, -1.0), u, axes=1) / spheres
-        if normalize:
-            g = g / jnp.maximum(jnp.sqrt(jnp.sum(g * g)), 1e-12)
+        g = _repulsion(pts[1:], state.cand, c, state.radius, normalize)
         if prior_x is not None:
             g = g - size * jax.grad(lambda z: prior_x(decode(z, env)))(state.cand)
         stepped = clip(state.cand + jnp.minimum(state.radius / 3, max_step) * g)

@@ -70,92 +70,99 @@ def evaluate(run: str | Path, eval_dir: str | Path, private: str, *, k: int = 5,
 
     incep = None
     if inception is not None:  # fail on a missing weights file before any work
-        from jaxinv.models.inception import inception_features, load_inception
+        from jaxinv.models.inception import load_inception
 
         incep = load_inception(inception)
     run = Path(run)
-    res_path, rec_path = run / "results.json", run / "reconstructions.npz"
-    for p in (res_path, rec_path):
-        if not p.exists():
-            raise FileNotFoundError(f"{p} is missing: evaluate a directory written by "
-                                    "`jaxinv attack ...` or `jaxinv demo`")
-    record = json.loads(res_path.read_text())
-    rec = np.load(rec_path)
-    x, y = rec["x"], np.asarray(rec["y"])
+    record, x, y = _load_run(run)
     evaluator = load_classifier(eval_dir)
-    xp, yp = _private(private, data_dir)
-    if xp.shape[1:] != x.shape[2:]:
-        raise ValueError(f"private set {private} has images {list(xp.shape[1:])}, the "
-                         f"reconstructions {list(x.shape[2:])}")
-    keep = np.isin(yp, y)  # the attacked classes only
-    xp, yp, priv_index = xp[keep], yp[keep], np.flatnonzero(keep)
-    if not len(xp):
-        raise ValueError(f"private set {private} holds none of the attacked classes {y}")
+    xp, yp, priv_index = _private_of(private, data_dir, x, y)
     tic = time.perf_counter()
     t, n = x.shape[:2]
-    xr = x.reshape(t * n, *x.shape[2:])
-    yr = np.repeat(y, n)
+    xr, yr = x.reshape(t * n, *x.shape[2:]), np.repeat(y, n)
     logits, fr = evaluator.outputs(xr)
     fp = evaluator.features(xp)
     correct = np.argmax(logits, -1) == yr
     kw = {"progress": progress}
-
     knn_d2, match = metrics.nearest(fr, fp, query_labels=yr, ref_labels=yp, **kw)
     pr = metrics.prdc(fp, fr, k, real_labels=yp, fake_labels=yr, **kw)
     scores = metrics.ddcs_proxy(fp, yp, fr, yr, k=k, **kw)
     pix_d2, _ = metrics.nearest(xp, xr, query_labels=yp, ref_labels=yr, desc="pixels", **kw)
     summary = metrics.summarize(scores, yp, TOP_EXPOSED)
-    per_class = {}
-    for c in y:
-        rc, key = yr == c, str(int(c))
-        sel = rc & correct if correct_only else rc
-        per_class[key] = {
-            "knn_dist": float(np.mean(knn_d2[sel])) if sel.any() else float("nan"),
-            "feature_dist": metrics.feature_dist(fr[rc], yr[rc], fp[yp == c], yp[yp == c]),
-            **pr["per_class"].get(key, {}), **summary["per_class"].get(key, {})}
+    sel_all = correct if correct_only else np.ones_like(correct)
+    per_class = {str(int(c)): {
+        "knn_dist": _mean(knn_d2[(yr == c) & sel_all]),
+        "feature_dist": metrics.feature_dist(fr[yr == c], yr[yr == c], fp[yp == c], yp[yp == c]),
+        **pr["per_class"].get(str(int(c)), {}), **summary["per_class"].get(str(int(c)), {})}
+        for c in y}
     del summary["per_class"]
     exposed = np.asarray(summary["most_exposed"], np.int64)
-    summary["most_exposed"] = [int(priv_index[i]) for i in exposed]
-    summary["pixel_dist_mean"] = float(np.mean(np.sqrt(pix_d2)))
-    summary["feature_dist_mean"] = float(np.mean(scores.dist))
-    summary.update(features="evaluation-classifier penultimate features", private=private,
+    summary.update(most_exposed=[int(priv_index[i]) for i in exposed],
+                   pixel_dist_mean=float(np.mean(np.sqrt(pix_d2))),
+                   feature_dist_mean=float(np.mean(scores.dist)),
+                   features="evaluation-classifier penultimate features", private=private,
                    definition="ddcs_proxy (SPECS 3; provisional DDCS)")
-    sel = correct if correct_only else np.ones_like(correct)
-
     m = record.setdefault("metrics", {})
     m.update({
-        "knn_dist": float(np.mean(knn_d2[sel])) if sel.any() else float("nan"),
-        "knn_dist_correct_only": correct_only,
-        "feature_dist": metrics.feature_dist(fr, yr, fp, yp),
-        "fid_eval": metrics.fid(fr, fp),
+        "knn_dist": _mean(knn_d2[sel_all]), "knn_dist_correct_only": correct_only,
+        "feature_dist": metrics.feature_dist(fr, yr, fp, yp), "fid_eval": metrics.fid(fr, fp),
         **{key: pr[key] for key in ("precision", "recall", "density", "coverage")},
         "prdc_k": k,
         "psnr": float(np.mean(metrics.psnr(xr, xp[match]))),
         "ssim": float(np.mean(metrics.ssim(xr, xp[match]))),
         "attack_acc_top1_std_over_chains": float(correct.reshape(t, n).mean(0).std()),
-        "per_class_eval": per_class,
-        "per_sample": summary,
-    })
+        "per_class_eval": per_class, "per_sample": summary})
     if incep is not None:
-        rng = np.random.default_rng(seed)
-        pick = lambda a: a[np.sort(rng.permutation(len(a))[:inception_max])]
-        feats = [inception_features(pick(a), incep[1], incep[0]) for a in (xr, xp)]
-        m["fid_inception"] = metrics.fid(*feats)
-        m["fid_inception_samples"] = [len(f) for f in feats]
+        m.update(_fid_inception(incep, xr, xp, inception_max, seed))
     record.setdefault("timing", {})["evaluate_s"] = round(time.perf_counter() - tic, 2)
     record["evaluation"] = {"eval_model": str(eval_dir), "private": private, "k": k,
                             "private_samples": len(xp), "reconstructions": len(xr),
                             "versions": results.versions()}
     near = scores.nearest_rec[exposed]
     arrays = {"score": scores.score, "dist": scores.dist, "dist_pixel": np.sqrt(pix_d2),
-              "hits": scores.hits,
-              "tau": scores.tau, "labels": yp, "private_index": priv_index,
+              "hits": scores.hits, "tau": scores.tau, "labels": yp, "private_index": priv_index,
               "exposed_index": priv_index[exposed], "exposed_x": xp[exposed],
               "exposed_rec": xr[near], "exposed_score": scores.score[exposed],
               "exposed_dist": scores.dist[exposed]}
-    results.write_json(res_path, record)
+    results.write_json(run / "results.json", record)
     results.write_npz(run / "per_sample.npz", arrays)
     return record
+
+
+def _mean(a: np.ndarray) -> float:
+    return float(np.mean(a)) if a.size else float("nan")
+
+
+def _load_run(run: Path) -> tuple[dict, np.ndarray, np.ndarray]:
+    res_path, rec_path = run / "results.json", run / "reconstructions.npz"
+    for p in (res_path, rec_path):
+        if not p.exists():
+            raise FileNotFoundError(f"{p} is missing: evaluate a directory written by "
+                                    "`jaxinv attack ...` or `jaxinv demo`")
+    rec = np.load(rec_path)
+    return json.loads(res_path.read_text()), rec["x"], np.asarray(rec["y"])
+
+
+def _private_of(private: str, data_dir, x: np.ndarray, y: np.ndarray):
+    """The private samples of the attacked classes, and their indices in the full set."""
+    xp, yp = _private(private, data_dir)
+    if xp.shape[1:] != x.shape[2:]:
+        raise ValueError(f"private set {private} has images {list(xp.shape[1:])}, the "
+                         f"reconstructions {list(x.shape[2:])}")
+    keep = np.isin(yp, y)
+    if not keep.any():
+        raise ValueError(f"private set {private} holds none of the attacked classes {y}")
+    return xp[keep], yp[keep], np.flatnonzero(keep)
+
+
+def _fid_inception(incep, xr, xp, inception_max: int, seed: int) -> dict:
+    from jaxinv.models.inception import inception_features
+
+    rng = np.random.default_rng(seed)
+    pick = lambda a: a[np.sort(rng.permutation(len(a))[:inception_max])]
+    feats = [inception_features(pick(a), incep[1], incep[0]) for a in (xr, xp)]
+    return {"fid_inception": metrics.fid(*feats),
+            "fid_inception_samples": [len(f) for f in feats]}
 
 
 __all__ = ["evaluate"]
