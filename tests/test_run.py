@@ -143,3 +143,18 @@ def test_sigkill_and_resume_is_bit_identical(tmp_path):
     a, b = np.load(ref), np.load(out)
     for k in a.files:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+@pytest.mark.parametrize("chunk", [None, 4])
+def test_sharded_equals_single_device_on_the_mnist_cnn(chunk):
+    """The real conv net (random weights), not only the toy: 8 devices == 1, bit for bit."""
+    from jaxinv.models import apply_logits, create, init_variables
+
+    module = create("cnn", 10)
+    env = init_variables(module, (28, 28, 1))
+    attack = mi_face(apply_logits(module), (28, 28, 1), lr=0.1)
+    kw = dict(chains=4, steps=10, chunk=chunk, progress=False)
+    one = run_chains(attack, np.arange(10), env, mesh=make_mesh(jax.devices()[:1]), **kw)
+    eight = run_chains(attack, np.arange(10), env, mesh=make_mesh(), **kw)
+    np.testing.assert_array_equal(one.best_x, eight.best_x)
+    np.testing.assert_array_equal(one.info.loss, eight.info.loss)

@@ -4,13 +4,14 @@ The carry is stored without device padding (the first ``n`` chains, host arrays)
 run checkpointed on 8 devices resumes on 1 (or on a pod). The work directory holds
 ``run_config.json`` (the run fingerprint: a directory of another run is refused),
 ``ckpt/<t>`` (orbax, the last ``keep``) and ``info/<t>.npz``. A damaged latest
-checkpoint is reported and the newest intact one is used.
+checkpoint is reported, moved to ``damaged/`` and the newest intact one is used.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,7 @@ class RunCheckpoint:
         """The newest intact checkpoint as ``(t, host carry, infos)``, or ``None``."""
         abstract = {"carry": jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), like),
                     "t": np.array(0, np.int64)}
+        damaged = []
         for t in reversed(self.steps()):
             try:
                 item = self.mngr.restore(t, args=self.ocp.args.StandardRestore(abstract))
@@ -84,12 +86,29 @@ class RunCheckpoint:
                 print(f"warning: checkpoint {self.dir / 'ckpt' / str(t)} is damaged "
                       f"({type(e).__name__}: {str(e).splitlines()[0][:200]}); trying an "
                       "older one", file=sys.stderr)
+                damaged.append(t)
                 continue
+            self._set_aside(damaged)
             return int(item["t"]), jax.tree.map(np.asarray, item["carry"]), infos
         if self.steps():
             raise ValueError(f"no intact checkpoint in {self.dir / 'ckpt'}; delete {self.dir} "
                              "to start afresh")
         return None
+
+    def _set_aside(self, steps: list[int]) -> None:
+        """Move damaged checkpoints to ``damaged/`` (kept for inspection, out of the way)."""
+        if not steps:
+            return
+        if jax.process_index() == 0:
+            aside = self.dir / "damaged"
+            aside.mkdir(exist_ok=True)
+            for t in steps:
+                (self.dir / "ckpt" / str(t)).rename(aside / f"{t}-{time.time_ns()}")
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices("jaxinv: damaged checkpoints set aside")
+        self.mngr.reload()
 
     def _infos(self, t: int, treedef: Any) -> list:
         infos = []

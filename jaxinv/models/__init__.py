@@ -45,6 +45,37 @@ def check_input(meta: dict, shape: Sequence[int]) -> None:
                          f"{list(shape)}")
 
 
+def describe(meta: dict) -> str:
+    """How errors name a model: ``model <arch> trained on <dataset>``.
+
+    Example:
+        >>> describe({"arch": "cnn", "dataset": "digits"})
+        'model cnn trained on digits'
+    """
+    return f"model {meta.get('arch', '?')} trained on {meta.get('dataset', '?')}"
+
+
+def check_finite(what: str, values: np.ndarray, name: str) -> None:
+    """Raise ``FloatingPointError`` naming ``name`` if ``values`` holds NaN or inf.
+
+    Example:
+        >>> check_finite("logits", np.zeros((2, 3)), "model cnn trained on digits")  # fine
+        >>> check_finite("logits", np.array([[0.0, np.nan]]), "model cnn trained on digits")
+        Traceback (most recent call last):
+        FloatingPointError: model cnn trained on digits: non-finite logits (1 NaN, 0 inf in 1 of ...
+    """
+    values = np.asarray(values)
+    finite = np.isfinite(values)
+    if finite.all():
+        return
+    nan = int(np.isnan(values).sum())
+    bad_rows = int((~finite.reshape(len(values), -1)).any(1).sum()) if values.ndim else 1
+    raise FloatingPointError(
+        f"{name}: non-finite {what} ({nan} NaN, {int((~finite).sum()) - nan} inf in "
+        f"{bad_rows} of {len(values) if values.ndim else 1} samples); its weights are probably "
+        f"NaN/inf (diverged or damaged): retrain it")
+
+
 @cache
 def apply_logits(module: nn.Module) -> Callable[[Any, jax.Array], jax.Array]:
     """Pure ``f(variables, x) -> logits`` (eval mode) for ``module``; not jitted.
@@ -142,16 +173,22 @@ class Classifier(NamedTuple):
     def _run(self, x: np.ndarray, batch: int) -> tuple[np.ndarray, np.ndarray]:
         x = np.asarray(x, np.float32)
         check_input(self.meta, x.shape)
+        if not np.isfinite(x).all():
+            raise ValueError(f"{describe(self.meta)}: input images hold "
+                             f"{int((~np.isfinite(x)).sum())} non-finite pixel values (NaN/inf)")
         n = len(x)
         if n > batch and n % batch:  # pad the last chunk: one compiled shape
             x = np.concatenate([x, np.zeros((batch - n % batch, *x.shape[1:]), x.dtype)])
         outs = jax.device_get([_apply(self.module, self.variables, x[i:i + batch])
                                for i in range(0, max(len(x), 1), batch)])  # one host sync
-        return tuple(np.concatenate(o)[:n] for o in zip(*outs, strict=True))
+        logits, features = (np.concatenate(o)[:n] for o in zip(*outs, strict=True))
+        check_finite("logits", logits, describe(self.meta))
+        check_finite("features", features, describe(self.meta))
+        return logits, features
 
 
 __all__ = [
     "ACTIVATIONS", "ARCHS", "MLP", "VGG", "Classifier", "Conv", "LeNet", "ResNet",
-    "SoftmaxRegression", "apply_features", "apply_logits", "check_input", "conv2d_same", "create",
-    "init_variables", "max_pool_2x2",
+    "SoftmaxRegression", "apply_features", "apply_logits", "check_finite", "check_input",
+    "conv2d_same", "create", "describe", "init_variables", "max_pool_2x2",
 ]

@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import json
+import sys
 import time
 from functools import partial
 from pathlib import Path
@@ -183,9 +184,23 @@ def _open(workdir: Path, config: dict, ckpt: dict, name: str | None):
     if diff:
         raise ValueError(f"{workdir} holds a checkpoint trained with other settings "
                          f"(saved, requested): {diff}; use a new workdir or the same settings")
-    if name:
-        print(f"train: resuming {name} from epoch {start} ({workdir})")
-    return mngr, mngr.restore(start, args=ocp.args.StandardRestore(ckpt))
+    for step in sorted(mngr.all_steps(), reverse=True):
+        try:
+            restored = mngr.restore(step, args=ocp.args.StandardRestore(ckpt))
+        except Exception as e:  # a damaged checkpoint: fall back to the previous epoch
+            print(f"warning: training checkpoint {workdir / 'train_ckpt' / str(step)} is "
+                  f"damaged ({type(e).__name__}: {str(e).splitlines()[0][:160]}); trying an "
+                  "older one", file=sys.stderr)
+            aside = workdir / "damaged"
+            aside.mkdir(exist_ok=True)
+            (workdir / "train_ckpt" / str(step)).rename(aside / f"{step}-{time.time_ns()}")
+            mngr.reload()
+            continue
+        if name:
+            print(f"train: resuming {name} from epoch {step} ({workdir})")
+        return mngr, restored
+    raise ValueError(f"no intact training checkpoint in {workdir / 'train_ckpt'}; delete "
+                     f"{workdir} to train afresh")
 
 
 def _epochs(step, ckpt, mngr, x, y, epochs, steps, batch_size, seed, desc):
