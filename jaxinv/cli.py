@@ -126,7 +126,8 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--target", required=True, help="work dir of the model to serve")
     v.add_argument("--defense", default="", help='output defenses, e.g. "round:2,topk:3"')
     v.add_argument("--host", default="127.0.0.1")
-    v.add_argument("--port", type=int, default=8000)
+    v.add_argument("--port", type=int, default=8000,
+                   help="TCP port, 0..65535 (0: pick a free port and print it)")
     v.add_argument("--max-batch", type=int, default=1024, help="images per request")
     v.add_argument("--rate-limit", type=float, default=None,
                    help="per-client queries (images) per second")
@@ -136,6 +137,15 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--refuse-flagged", action="store_true",
                    help="answer flagged clients with 403 (implies --monitor)")
     v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--threads", type=int, default=8, help="worker threads (waitress)")
+    v.add_argument("--channel-timeout", type=int, default=20,
+                   help="seconds before an idle (e.g. slow-loris) connection is closed")
+    v.add_argument("--connection-limit", type=int, default=256,
+                   help="open connections at most (more wait in the listen backlog)")
+    v.add_argument("--max-clients", type=int, default=10_000,
+                   help="client identities tracked at once (least recently seen evicted)")
+    v.add_argument("--client-idle", type=float, default=600.0,
+                   help="seconds without a request before a client's state is dropped")
 
     dm = sub.add_parser("defend-matrix",
                         help="black-box attacks x output defenses: attack success vs utility")
@@ -211,10 +221,13 @@ def _attack(args) -> None:
 def _serve(args) -> None:
     from jaxinv.http.serve import Monitor, serve
 
-    monitor = Monitor() if args.monitor or args.refuse_flagged else None
-    serve(args.target, args.defense, args.host, args.port, max_batch=args.max_batch,
-          rate_limit=args.rate_limit, burst=args.burst, monitor=monitor,
-          refuse_flagged=args.refuse_flagged, seed=args.seed)
+    monitor = (Monitor(max_clients=args.max_clients) if args.monitor or args.refuse_flagged
+               else None)
+    serve(args.target, args.defense, args.host, args.port, threads=args.threads,
+          channel_timeout=args.channel_timeout, connection_limit=args.connection_limit,
+          max_batch=args.max_batch, rate_limit=args.rate_limit, burst=args.burst,
+          monitor=monitor, refuse_flagged=args.refuse_flagged, seed=args.seed,
+          max_clients=args.max_clients, client_idle=args.client_idle)
 
 
 def _defend_matrix(args) -> None:

@@ -388,7 +388,7 @@ def _load_npz(path: Path, split: str, orl: bool = False,
     where = f"{path} (split {split!r})"
     with _open_npz(path) as z:
         keys = set(z.files)
-        get = lambda k: _array(z, k, path)  # noqa: E731
+        get = lambda k: _array(z, k, path)
         if orl:  # ORL protocol: images 1..7 of every subject train, 8..10 test
             missing = sorted({"x", "y", "image_index"} - keys)
             if missing:

@@ -65,3 +65,10 @@ def test_damaged_training_checkpoint_falls_back(tmp_path, capsys):
     assert "training checkpoint" in capsys.readouterr().err
     np.testing.assert_array_equal(straight.variables["params"]["Dense_0"]["kernel"],
                                   resumed.variables["params"]["Dense_0"]["kernel"])
+
+
+def test_timing_after_resume_counts_every_call(tmp_path):
+    first = run(tmp_path, steps=10)
+    second = run(tmp_path, steps=20)
+    assert first.timing["steps_timed"] == 10 and second.timing["steps_timed"] == 10
+    assert second.timing["run_s_total"] >= first.timing["run_s"] + second.timing["run_s"] - 1e-6

@@ -2,21 +2,27 @@
 
 import base64
 import json
+import socket
 import threading
+import time
 
 import flask
 import jax
 import numpy as np
 import pytest
 import requests
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from jaxinv import data, defenses, oracles
+from jaxinv.cli import main
 from jaxinv.http.client import RATE_LIMIT_FACTOR, RETRY_STATUSES, HTTPOracle, RemoteError
-from jaxinv.http.serve import Monitor, make_app, start_server
+from jaxinv.http.serve import MAX_JSON_DEPTH, Monitor, json_depth, make_app, start_server
 from jaxinv.models import apply_logits
 from jaxinv.training.classifier import load_classifier
 
 SHAPE = (8, 8, 1)
+JSON = {"Content-Type": "application/json"}
 
 
 @pytest.fixture(scope="module")
@@ -52,12 +58,14 @@ def test_rejects_bad_input_and_stays_alive(server, digits):
     url = server(max_batch=16)
     good = digits[:2].tolist()
     cases = [  # (kwargs of requests.post, status, words in the error)
-        ({"data": b"not json{"}, 400, "not valid JSON"),
+        ({"data": b"not json{", "headers": JSON}, 400, "not valid UTF-8 JSON"),
+        ({"data": b'{"inputs": "\xff"}', "headers": JSON}, 400, "not valid UTF-8 JSON"),
         ({"json": [1, 2]}, 400, "JSON object"),
         ({"json": {"x": good}}, 400, "missing field 'inputs'"),
         ({"json": {"inputs": np.zeros((2, 9, 8, 1)).tolist()}}, 400, "expected [B, 8, 8, 1]"),
         ({"json": {"inputs": [[1, 2], [3]]}}, 400, "ragged"),
-        ({"data": json.dumps({"inputs": np.full((1, *SHAPE), np.nan).tolist()})}, 400, "NaN"),
+        ({"data": json.dumps({"inputs": np.full((1, *SHAPE), np.nan).tolist()}),
+          "headers": JSON}, 400, "NaN"),
         ({"json": {"inputs": np.full((1, *SHAPE), 1.5).tolist()}}, 400, "[0, 1]"),
         ({"json": {"inputs": np.full((1, *SHAPE), "0.5").tolist()}}, 400, "only numbers"),
         ({"json": {"inputs": np.zeros((17, *SHAPE)).tolist()}}, 413, "limit of 16"),
@@ -112,8 +120,8 @@ def test_rate_limit(server, digits):
     r = requests.post(slow + "/predict", json=big, timeout=30)
     assert r.status_code == 413 and "burst of 32" in r.json()["error"]
     assert requests.get(slow + "/stats", timeout=30).json()["clients"]["greedy"] == {
-        "queries": 32, "refused": 0, "rate_limited": 1, "invalid": 0, "flagged": False,
-        "hit_fraction": None}
+        "queries": 32, "refused": 0, "rate_limited": 1, "invalid": 0, "errors": 0,
+        "flagged": False, "hit_fraction": None}
     # 50 images/s: a second batch of 32 must wait ~0.64 s, far longer than a request takes
     url = server(rate_limit=50.0, burst=32, max_batch=32)
     with HTTPOracle(url, batch_size=32, client_id="patient") as oracle:
@@ -243,3 +251,281 @@ def test_concurrent_clients(server, digits):
     stats = oracles_[0].stats()
     assert stats["queries_total"] == 256 and stats["clients"]["c0"]["queries"] == 128
     assert sum(o.queries for o in oracles_) == 256
+
+
+def strict_json(text):
+    """``json.loads`` that refuses NaN/Infinity (what a strict JSON client accepts)."""
+    def refuse(name):
+        raise ValueError(f"invalid JSON constant {name}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def nested(depth, leaf="0.5"):
+    return "[" * depth + leaf + "]" * depth
+
+
+def test_deep_json_is_refused_and_counted(server):
+    url = server()
+    post = lambda body: requests.post(url + "/predict", data=body, timeout=30,
+                                      headers={**JSON, "X-Client-Id": "deep"})
+    for depth in (MAX_JSON_DEPTH, 5000, 100_000):
+        r = post('{"inputs": ' + nested(depth) + "}")
+        assert r.status_code == 400, r.text
+        assert f"nested {depth + 1} levels deep" in strict_json(r.text)["error"]
+    r = post('{"inputs": ' + nested(MAX_JSON_DEPTH - 1) + "}")  # parsed: too deep for numpy
+    assert r.status_code == 400 and "too deep" in r.json()["error"]
+    r = post('{"x": "' + "[" * 5000 + '", "inputs": ' + nested(4) + "}")  # brackets in a str
+    assert r.status_code == 200, r.text
+    stats = requests.get(url + "/stats", timeout=30).json()
+    assert stats["clients"]["deep"]["invalid"] == 4 and stats["invalid_total"] == 4
+    assert stats["clients"]["deep"]["queries"] == 1 and stats["max_json_depth"] == 400
+
+
+def test_wrong_content_type_is_415(server, digits):
+    url = server()
+    body = json.dumps({"inputs": digits[:1].tolist()})
+    b64_body = json.dumps({"inputs_b64": b64(digits[:1]), "shape": [1, *SHAPE]})
+    for data_, ctype in ((body, "text/plain"), (body, None), (body, "application/x-www-form"
+                         "-urlencoded"), (b64_body, "application/octet-stream"),
+                         (body, "application/json; charset=latin-1")):
+        headers = {"X-Client-Id": "typo"} | ({"Content-Type": ctype} if ctype else {})
+        r = requests.post(url + "/predict", data=data_, headers=headers, timeout=30)
+        assert r.status_code == 415, (ctype, r.text)
+        assert "application/json" in r.json()["error"] and r.headers["Accept-Post"]
+    for data_ in (body, b64_body):  # the base64 form is JSON too
+        for ctype in ("application/json", "Application/JSON; charset=UTF-8"):
+            r = requests.post(url + "/predict", data=data_, timeout=30,
+                              headers={"Content-Type": ctype, "X-Client-Id": "typo"})
+            assert r.status_code == 200, r.text
+    counts = requests.get(url + "/stats", timeout=30).json()["clients"]["typo"]
+    assert (counts["invalid"], counts["queries"]) == (5, 4)
+
+
+def test_client_churn_is_bounded_and_a_flood_stays_exact(clf, digits):
+    cap, churn, flood_requests = 200, 2000, 40
+    monitor = Monitor(min_queries=10**6)  # watches every client, flags none
+    app = make_app(clf, monitor=monitor, max_clients=cap, client_idle=3.0)
+    table = app.extensions["jaxinv"]["clients"]
+    url, stop = start_server(app, threads=4)
+    failures, peak, done = [], [0], threading.Event()
+
+    def run(ids, batch, n):
+        with requests.Session() as s:
+            for i in range(n):
+                r = s.post(url + "/predict", json={"inputs": batch}, timeout=30,
+                           headers={"X-Client-Id": ids(i)})
+                if r.status_code != 200:
+                    failures.append(r.text)
+
+    one, four = digits[:1].tolist(), digits[:4].tolist()
+    jobs = [(lambda i, k=k: f"churn-{k}-{i}", one, churn // 2) for k in range(2)]
+    jobs += [(lambda i, k=k: f"flood-{k}", four, flood_requests) for k in range(4)]
+    threads = [threading.Thread(target=run, args=job) for job in jobs]
+    try:
+        t0 = time.monotonic()
+        for t in threads:
+            t.start()
+        while any(t.is_alive() for t in threads) and time.monotonic() - t0 < 120:
+            peak[0] = max(peak[0], len(table), len(monitor))
+            time.sleep(0.005)
+        for t in threads:
+            t.join(60)
+        done.set()
+        assert not failures, failures[:3]
+        stats = requests.get(url + "/stats", timeout=30).json()
+        assert peak[0] <= cap + 4  # + requests in flight (4 threads), never evicted
+        assert stats["clients_tracked"] <= cap and len(monitor) <= cap
+        assert monitor.nbytes() <= cap * 10_000  # a few KiB per client, not 0.5 MiB
+        assert stats["queries_total"] == churn + 4 * 4 * flood_requests
+        assert stats["requests_total"] == churn + 4 * flood_requests
+        for k in range(4):  # active clients keep exact counts
+            assert stats["clients"][f"flood-{k}"]["queries"] == 4 * flood_requests
+        assert "churn-0-0" not in stats["clients"]  # the oldest ids went first
+        assert stats["clients_evicted"] >= churn + 4 - cap
+        time.sleep(3.3)  # everyone idle for longer than client_idle
+        stats = requests.get(url + "/stats", timeout=30).json()
+        assert stats["clients"] == {} and stats["clients_evicted"] == churn + 4
+        assert len(monitor) == 0 and stats["queries_total"] == churn + 4 * 4 * flood_requests
+    finally:
+        stop()
+
+
+def test_slow_client_is_disconnected_and_others_are_served(clf, digits):
+    url, stop = start_server(make_app(clf), threads=2, channel_timeout=1)
+    host, port = url.removeprefix("http://").split(":")
+    partial = (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+               b"Content-Length: 1000\r\n\r\n{\"inputs\": [[")
+    socks = []
+    try:
+        t0 = time.monotonic()
+        for _ in range(10):  # more stalled connections than worker threads
+            s = socket.create_connection((host, int(port)), timeout=10)
+            s.sendall(partial)
+            socks.append(s)
+        r = requests.post(url + "/predict", json={"inputs": digits[:2].tolist()}, timeout=10)
+        assert r.status_code == 200 and time.monotonic() - t0 < 5
+        for s in socks:
+            try:
+                got = s.recv(1024)
+            except ConnectionResetError:
+                got = b""
+            assert got == b""  # closed by the server, no answer
+        assert time.monotonic() - t0 < 8  # timeout 1 s, checked every second
+        assert requests.get(url + "/health", timeout=10).json() == {"ok": True}
+    finally:
+        for s in socks:
+            s.close()
+        stop()
+
+
+def test_nan_model_answers_500_with_valid_json(clf, digits):
+    broken = clf._replace(variables=jax.tree.map(lambda v: v * np.nan, clf.variables))
+    url, stop = start_server(make_app(broken, "round:2"))
+    try:
+        for body in ({"inputs": digits[:2].tolist()},
+                     {"inputs": digits[:2].tolist(), "encoding": "b64"}):
+            r = requests.post(url + "/predict", json=body, timeout=30)
+            assert r.status_code == 500 and "non-finite" in strict_json(r.text)["error"]
+        stats = strict_json(requests.get(url + "/stats", timeout=30).text)
+        assert (stats["errors_total"], stats["queries_total"]) == (2, 0)
+    finally:
+        stop()
+
+
+def test_bad_port_is_a_clear_error(models, clf, capsys):
+    for port in ("99999", "-1"):
+        assert main(["serve", "--target", str(models / "target"), "--port", port]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "port" in err and "0..65535" in err, err
+    with pytest.raises(ValueError, match=r"0\.\.65535"):
+        start_server(make_app(clf), port=65536)
+    url, stop = start_server(make_app(clf))
+    try:
+        with pytest.raises(ValueError, match=r"cannot listen on 127\.0\.0\.1"):
+            start_server(make_app(clf), port=int(url.rsplit(":", 1)[1]))
+    finally:
+        stop()
+
+
+# --- property-based fuzzing (small example counts: the whole file stays fast) ----------
+
+FUZZ = settings(max_examples=80, deadline=None, derandomize=True,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+leaves = st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70),
+                   st.floats(), st.floats(0, 1), st.text(max_size=4))
+json_values = st.recursive(leaves, lambda kids: st.lists(kids, max_size=4)
+                           | st.dictionaries(st.text(max_size=4), kids, max_size=3),
+                           max_leaves=24)
+
+
+@st.composite
+def image_lists(draw):
+    """Nested lists near the served shape: random sizes, dtypes and values."""
+    shape = [draw(st.integers(0, 5)), *(draw(st.sampled_from([s, s, 1, s + 1]))
+                                         for s in SHAPE)]
+    if draw(st.booleans()):
+        shape = shape[1:]  # one image
+    kind = draw(st.sampled_from(["unit", "unit", "wide", "int", "bool", "str", "special"]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    x = {"unit": lambda: rng.uniform(0, 1, shape), "wide": lambda: rng.normal(0, 2, shape),
+         "int": lambda: rng.integers(0, 2, shape), "bool": lambda: rng.uniform(size=shape) > .5,
+         "str": lambda: rng.uniform(size=shape).astype(str),
+         "special": lambda: rng.choice([0.0, 1.0, np.nan, np.inf, 1e300, -0.0], shape)}[kind]()
+    return x.tolist()
+
+
+@st.composite
+def b64_bodies(draw):
+    n = draw(st.integers(0, 300))
+    x = draw(st.sampled_from([np.full(n, 0.5), np.linspace(-1, 2, n), np.full(n, np.nan)]))
+    shape = draw(st.one_of(st.just([n // 64, *SHAPE]), st.lists(st.integers(-2, 70),
+                                                                 max_size=70), json_values))
+    data_ = draw(st.one_of(st.just(b64(x)), st.text(max_size=12), json_values))
+    return {"inputs_b64": data_, "shape": shape}
+
+
+request_bodies = st.one_of(
+    st.fixed_dictionaries({"inputs": image_lists()},
+                          optional={"encoding": st.one_of(st.sampled_from(["json", "b64"]),
+                                                          json_values)}),
+    st.fixed_dictionaries({"inputs": json_values}),
+    b64_bodies(),
+    json_values)
+
+
+@pytest.fixture(scope="module")
+def fuzz_client(clf):
+    return make_app(clf, max_batch=4).test_client()
+
+
+def check_answer(r):
+    """200 with valid probabilities, or a 4xx with an {"error": ...} JSON body."""
+    body = strict_json(r.get_data(as_text=True))  # never invalid JSON
+    if r.status_code != 200:
+        assert 400 <= r.status_code < 500, (r.status_code, body)
+        assert isinstance(body, dict) and isinstance(body["error"], str) and body["error"]
+        return
+    if "probs_b64" in body:
+        probs = np.frombuffer(base64.b64decode(body["probs_b64"]), "<f4").reshape(body["shape"])
+    else:
+        probs = np.asarray(body["probs"])
+    assert probs.ndim == 2 and probs.shape[1] == 10 and 1 <= len(probs) <= 4
+    assert np.isfinite(probs).all() and (probs >= 0).all()
+    np.testing.assert_allclose(probs.sum(1), 1, atol=1e-4)
+    assert body["labels"] == probs.argmax(1).tolist()
+
+
+@FUZZ
+@given(body=request_bodies)
+def test_fuzz_request_validator(fuzz_client, body):
+    check_answer(fuzz_client.post("/predict", data=json.dumps(body),
+                                  content_type="application/json"))
+
+
+@settings(FUZZ, max_examples=50)
+@given(raw=st.binary(max_size=300) | st.text(alphabet='[]{}"\\:,0.5e-ab ', max_size=300)
+       .map(str.encode))
+def test_fuzz_raw_bodies(fuzz_client, raw):
+    check_answer(fuzz_client.post("/predict", data=raw, content_type="application/json"))
+
+
+def reference_depth(v):
+    if isinstance(v, list):
+        return 1 + max(map(reference_depth, v), default=0)
+    if isinstance(v, dict):
+        return 1 + max(map(reference_depth, v.values()), default=0)
+    return 0
+
+
+tricky = st.recursive(st.one_of(st.text(alphabet='[]{}"\\ab\u00e9', max_size=6), st.integers()),
+                      lambda kids: st.lists(kids, max_size=3)
+                      | st.dictionaries(st.text(alphabet='[]{}"\\a', max_size=4), kids,
+                                        max_size=3), max_leaves=30)
+
+
+@settings(FUZZ, max_examples=100)
+@given(value=tricky, ascii_only=st.booleans())
+def test_fuzz_json_depth_matches_the_parser(value, ascii_only):
+    text = json.dumps(value, ensure_ascii=ascii_only).encode()
+    assert json_depth(text) == reference_depth(value) == reference_depth(json.loads(text))
+
+
+@settings(FUZZ, max_examples=100)
+@given(spec=st.one_of(
+    st.text(max_size=30),
+    st.lists(st.one_of(st.sampled_from([*defenses.NAMES, "round_to", "nan", "inf", "-1", "0",
+                                        "1e9", "2.5", "", " ", "topk:", ":3"]),
+                       st.text(alphabet="0123456789.:-e", max_size=5)), max_size=5)
+    .map(",".join),
+    st.lists(st.sampled_from(defenses.NAMES), max_size=3).flatmap(
+        lambda ns: st.tuples(*(st.tuples(st.just(n), st.floats(-10, 1e3) | st.integers(-3, 20))
+                               for n in ns))).map(
+        lambda items: ",".join(f"{n}:{a}" for n, a in items))))
+def test_fuzz_defense_spec_parser(spec):
+    try:
+        d = defenses.parse(spec)
+    except ValueError as e:
+        assert str(e).strip(), spec
+    else:
+        assert isinstance(d, defenses.Defense), (spec, d)

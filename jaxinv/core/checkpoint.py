@@ -110,6 +110,20 @@ class RunCheckpoint:
             multihost_utils.sync_global_devices("jaxinv: damaged checkpoints set aside")
         self.mngr.reload()
 
+    def add_timing(self, timing: dict) -> dict:
+        """Add this call's ``run_s``/``wall_s`` to the totals kept in ``timing.json``;
+        return the totals (``run_s_total``, ``wall_s_total``)."""
+        path = self.dir / "timing.json"
+        try:
+            old = json.loads(path.read_text()) if path.exists() else {}
+        except json.JSONDecodeError:
+            old = {}
+        total = {f"{k}_total": float(old.get(f"{k}_total", 0.0)) + float(timing[k])
+                 for k in ("run_s", "wall_s")}
+        if jax.process_index() == 0:
+            path.write_text(json.dumps(total, allow_nan=False))
+        return total
+
     def _infos(self, t: int, treedef: Any) -> list:
         infos = []
         for f in sorted(self.info_dir.glob("[0-9]*.npz")):

@@ -143,9 +143,11 @@ def run_remote(
             t, host, infos = got
             carry = jax.tree.map(jnp.asarray, host)
             print(f"{desc}: resuming from step {t} (checkpoint in {workdir})", file=sys.stderr)
-    loop = _Loop(blackbox, ops, fn, ckpt, segment, infos)
+    loop, t0 = _Loop(blackbox, ops, fn, ckpt, segment, infos), t
     carry, t = loop.run(carry, t, steps, progress, desc, workdir)
-    timing = {**loop.timing, "run_s": loop.timing["run_s"]}
+    timing = {**loop.timing, "steps_timed": t - t0}
+    if ckpt is not None:
+        timing.update(ckpt.add_timing({**timing, "wall_s": timing["run_s"]}))
     return C.RunResult(
         state=C.unflatten(layout, jax.device_get(carry.state)),
         x_init=C.unflatten(layout, x_init), best_x=C.unflatten(layout, np.asarray(carry.best_x)),

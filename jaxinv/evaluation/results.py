@@ -72,9 +72,15 @@ def judge(classifier: Any, x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
         >>> 0 <= m["top1"] <= m["top5"] <= 1
         True
     """
+    from jaxinv.models import check_finite, describe
+
     t, n = x.shape[:2]
     flat = x.reshape((t * n, *x.shape[2:]))
-    logits = np.asarray(classifier.logits(flat)).reshape(t, n, -1)
+    logits = np.asarray(classifier.logits(flat))
+    meta = getattr(classifier, "meta", None)
+    check_finite("logits", logits, describe(meta) if isinstance(meta, dict) else
+                 f"classifier {type(classifier).__name__}")
+    logits = logits.reshape(t, n, -1)
     yy = np.broadcast_to(np.asarray(y)[:, None], (t, n))
     top1, top5 = topk_accuracy(logits, yy, 1), topk_accuracy(logits, yy, 5)
     z = logits - logits.max(-1, keepdims=True)
@@ -140,8 +146,15 @@ def write_run(out: str | Path, record: dict[str, Any], arrays: dict[str, np.ndar
     return write_json(out / "results.json", record)
 
 
-def write_json(path: str | Path, record: dict[str, Any]) -> Path:
-    """Write ``record`` as indented JSON, atomically (NumPy values become plain ones).
+def write_json(path: str | Path, record: dict[str, Any],
+               reasons: dict[str, str] | None = None) -> Path:
+    """Write ``record`` as indented strict JSON, atomically (NumPy values become plain ones).
+
+    A non-finite number (NaN, inf) becomes ``null``, and the top-level ``"nulls"`` object
+    maps its dotted path (``metrics.knn_dist``; list items by index) to why it is null:
+    ``reasons[path]`` or ``record["nulls"][path]`` when the producer gives one, else
+    ``"not a finite number (nan)"``. A list or array with several non-finite values gets
+    one entry, at the list's path.
 
     Example:
         >>> path = write_json("results.json", {"top1": np.float32(0.5), "y": np.arange(2)})
@@ -153,10 +166,69 @@ def write_json(path: str | Path, record: dict[str, Any]) -> Path:
             1
           ]
         }
+        >>> rec = {"metrics": {"knn_dist": np.float32("nan"), "top1": 0.5}}
+        >>> print(write_json("results.json", rec).read_text())
+        {
+          "metrics": {
+            "knn_dist": null,
+            "top1": 0.5
+          },
+          "nulls": {
+            "metrics.knn_dist": "not a finite number (nan)"
+          }
+        }
     """
-    text = json.dumps(record, indent=2, default=_json_default).encode()
+    found: dict[str, str] = {}
+    nones: set[str] = set()
+    clean = _finite(record, "", found, nones)
+    if isinstance(clean, dict):
+        given = clean.pop("nulls", None)
+        given = given if isinstance(given, dict) else {}
+        nulls = {**found, **{k: v for k, v in given.items() if k in nones},  # still null
+                 **{k: v for k, v in (reasons or {}).items() if k in nones}}
+        if nulls:
+            clean["nulls"] = nulls
+    text = json.dumps(clean, indent=2, default=_json_default, allow_nan=False).encode()
     _atomic_write(Path(path), lambda f: f.write(text))
     return Path(path)
+
+
+def _kind(v: float) -> str:
+    return "nan" if v != v else ("inf" if v > 0 else "-inf")
+
+
+def _finite(o: Any, path: str, found: dict[str, str], nones: set[str]) -> Any:
+    """``o`` with NumPy values made plain and each non-finite float made ``None``; the
+    dotted path of each such value goes into ``found`` with the reason, and the path of
+    every ``None`` (and of every list holding one) into ``nones``."""
+    join = (lambda k: f"{path}.{k}" if path else str(k))
+    if isinstance(o, dict):
+        return {(k.item() if isinstance(k, np.generic) else k): _finite(v, join(k), found, nones)
+                for k, v in o.items()}
+    if isinstance(o, np.ndarray):
+        o = o.tolist()
+    if isinstance(o, list | tuple):
+        bad = [(i, _kind(float(v))) for i, v in enumerate(o)
+               if isinstance(v, float | np.floating) and not np.isfinite(v)]
+        sub: dict[str, str] = {}
+        out = [_finite(v, join(i), sub, nones) for i, v in enumerate(o)]
+        if len(bad) > 1:  # one entry for the list, not one per item
+            kinds = ", ".join(sorted({k for _, k in bad}))
+            sub = {k: v for k, v in sub.items() if k not in {join(i) for i, _ in bad}}
+            sub[path] = (f"{len(bad)} of {len(o)} values not finite numbers ({kinds}), "
+                         f"first at index {bad[0][0]}")
+        found.update(sub)
+        if any(v is None for v in out):
+            nones.add(path)
+        return out
+    if isinstance(o, np.generic):
+        o = o.item()
+    if o is None or (isinstance(o, float) and not np.isfinite(o)):
+        nones.add(path)
+        if o is not None:
+            found[path] = f"not a finite number ({_kind(o)})"
+        return None
+    return o
 
 
 def write_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:

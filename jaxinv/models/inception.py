@@ -357,14 +357,25 @@ def _missing_message(path: Path) -> str:
             f"`python -m jaxinv.models.inception convert {WEIGHTS_FILE} pt_inception.npz`).")
 
 
+class TorchMissingError(ImportError, ValueError):
+    """Reading a ``.pth`` needs torch, which is not installed. Also a ``ValueError``, like
+    the other problems with a weights file, so ``jaxinv`` reports it in one line."""
+
+
 def _read_torch(path: Path) -> dict[str, np.ndarray]:
     try:
         import torch
-    except ImportError as e:
-        raise ImportError(f"reading {path} needs torch (pip install torch), or convert it to "
-                          f".npz where torch is installed: `python -m jaxinv.models.inception "
-                          f"convert {path.name} out.npz`") from e
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    except ImportError:
+        raise TorchMissingError(
+            f"{path}: reading a .pth file needs torch, which is not installed: "
+            f"`pip install torch`, or convert it to .npz once on a machine with torch: "
+            f"`python -m jaxinv.models.inception convert {path.name} pt_inception.npz`, "
+            f"and pass the .npz") from None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle, zip and torch errors: all mean a damaged file
+        raise ValueError(f"{path}: not a readable torch state dict (truncated or damaged? "
+                         f"{type(e).__name__}: {_first_line(e)})") from None
     if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
         state = state["state_dict"]
     if not isinstance(state, Mapping):
@@ -372,8 +383,30 @@ def _read_torch(path: Path) -> dict[str, np.ndarray]:
     return {k: v.detach().cpu().numpy() for k, v in state.items() if torch.is_tensor(v)}
 
 
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return (lines[0] if lines else "")[:200]
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            if not isinstance(f, np.lib.npyio.NpzFile):
+                raise ValueError("a single .npy array, not an .npz archive of named arrays")
+            return {k: f[k] for k in f.files}
+    except MemoryError:
+        raise
+    except Exception as e:  # zipfile, zlib, numpy header parsing: all mean a damaged file
+        raise ValueError(f"{path}: not a readable .npz of Inception-v3 weights (truncated, "
+                         f"damaged or not an .npz? {type(e).__name__}: {_first_line(e)})"
+                         ) from None
+
+
 def read_state_dict(path: str | Path) -> dict[str, np.ndarray]:
     """The raw state dict (torch names -> arrays) in a ``.npz`` or (with torch) ``.pth``.
+
+    A missing file raises ``FileNotFoundError``; a damaged one, or a ``.pth`` without
+    torch installed (:class:`TorchMissingError`), raises ``ValueError``.
 
     Example:
         >>> np.savez("tiny.npz", **{"Conv2d_1a_3x3.bn.bias": np.zeros(32, np.float32)})
@@ -387,8 +420,7 @@ def read_state_dict(path: str | Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise FileNotFoundError(_missing_message(path))
     if path.suffix == ".npz":
-        with np.load(path) as f:
-            return {k: f[k] for k in f.files}
+        return _read_npz(path)
     if path.suffix in (".pth", ".pt"):
         return _read_torch(path)
     raise ValueError(f"{path}: expected a .npz or .pth Inception-v3 state dict")
@@ -409,7 +441,18 @@ def load_inception(path: str | Path) -> tuple[InceptionV3, dict]:
         FileNotFoundError: Inception-v3 FID weights not found: ... does not download weights. ...
     """
     module = InceptionV3()
-    return module, convert_torch_state_dict(read_state_dict(path), module)
+    state = read_state_dict(path)
+    try:
+        variables = convert_torch_state_dict(state, module)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+    used = _leaf_shapes(module)
+    bad = [k for k, v in state.items() if k in used
+           and np.issubdtype(np.asarray(v).dtype, np.floating) and not np.isfinite(v).all()]
+    if bad:
+        raise ValueError(f"{path}: Inception-v3 weights hold NaN/inf in {len(bad)} arrays "
+                         f"({_head(sorted(bad))}); the file is damaged")
+    return module, variables
 
 
 @cache
@@ -476,7 +519,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["FEATURE_DIM", "WEIGHTS_FILE", "WEIGHTS_URL", "InceptionV3", "convert_torch_state_dict",
+__all__ = ["FEATURE_DIM", "WEIGHTS_FILE", "WEIGHTS_URL", "InceptionV3", "TorchMissingError",
+           "convert_torch_state_dict",
            "inception_features", "load_inception", "random_variables", "read_state_dict",
            "to_torch_state_dict"]
 

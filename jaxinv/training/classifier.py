@@ -29,7 +29,7 @@ import optax
 
 from jaxinv import data
 from jaxinv.evaluation import results
-from jaxinv.models import Classifier, create, init_variables
+from jaxinv.models import Classifier, check_finite, create, describe, init_variables
 from jaxinv.training.step import classifier_loss, init_state, make_step, variables_of
 
 # fit() defaults; DEFAULTS[(dataset, arch)] overrides DEFAULT. ``augment`` = max random
@@ -90,7 +90,9 @@ def accuracy(clf: Classifier, x: np.ndarray, y: np.ndarray) -> float:
         >>> 0.0 <= accuracy(clf, *data.load("digits", "test")) <= 1.0
         True
     """
-    return float(np.mean(np.argmax(clf.logits(x), -1) == np.asarray(y)))
+    logits = clf.logits(x)  # a Classifier raises on non-finite logits; others are checked
+    check_finite("logits", logits, describe(getattr(clf, "meta", {})))
+    return float(np.mean(np.argmax(logits, -1) == np.asarray(y)))
 
 
 def fit(dataset: str, arch: str, workdir: str | Path, *, epochs: int | None = None,
@@ -123,7 +125,7 @@ def fit(dataset: str, arch: str, workdir: str | Path, *, epochs: int | None = No
     x, y = data.load(dataset, "train", data_dir=data_dir)
     x, y = x[:limit], y[:limit]
     xt, yt = data.load(dataset, "test", data_dir=data_dir)
-    k = int(max(y.max(), yt.max()) + 1)
+    k = _num_classes(dataset, x, y, xt, yt)
     cfg["batch_size"] = min(cfg["batch_size"], len(x))
     module = create(arch, k, **arch_kwargs)
     steps = len(x) // cfg["batch_size"]  # per epoch; the last partial batch is dropped
@@ -165,6 +167,24 @@ def _settings(dataset: str, arch: str, **given: Any) -> dict[str, Any]:
     if cfg["limit"] is not None and cfg["limit"] < 1:
         raise ValueError(f"fit: limit must be >= 1 or None, got {cfg['limit']!r}")
     return cfg
+
+
+def _num_classes(dataset: str, x: np.ndarray, y: np.ndarray, xt: np.ndarray,
+                 yt: np.ndarray) -> int:
+    """Number of classes of ``dataset`` (``max label + 1``) after checking that its train
+    and test splits agree (``data.load`` already checked each split on its own)."""
+    for split, xs, ys in (("train", x, y), ("test", xt, yt)):
+        if len(xs) == 0 or len(xs) != len(ys):
+            raise ValueError(f"fit: dataset {dataset!r} split {split!r} has {len(xs)} images and "
+                             f"{len(ys)} labels; need at least one image and one label each")
+    if x.shape[1:] != xt.shape[1:]:
+        raise ValueError(f"fit: dataset {dataset!r} has train images {list(x.shape[1:])} but "
+                         f"test images {list(xt.shape[1:])}; both splits need one image shape")
+    lo, hi = int(min(y.min(), yt.min())), int(max(y.max(), yt.max()))
+    if lo < 0 or hi >= data.MAX_CLASSES:
+        raise ValueError(f"fit: dataset {dataset!r} labels must be integers in "
+                         f"[0, {data.MAX_CLASSES}), got min {lo}, max {hi}")
+    return hi + 1
 
 
 def _open(workdir: Path, config: dict, ckpt: dict, name: str | None):
@@ -213,7 +233,7 @@ def _epochs(step, ckpt, mngr, x, y, epochs, steps, batch_size, seed, desc):
     if desc and start < epochs:
         from tqdm.auto import tqdm
         bar = tqdm(total=(epochs - start) * steps, desc=desc, unit="step", dynamic_ncols=True)
-    history = []
+    history, tic = [], time.perf_counter()
     for epoch in range(start, epochs):
         ekey = jax.random.fold_in(key, epoch)
         perm = _epoch_perm(ekey, len(x), steps, batch_size)
@@ -227,11 +247,24 @@ def _epochs(step, ckpt, mngr, x, y, epochs, steps, batch_size, seed, desc):
         ckpt = {**ckpt, "train": state, "epoch": jnp.asarray(epoch + 1, jnp.int32)}
         mngr.save(epoch + 1, args=ocp.args.StandardSave(ckpt))
         history.append(np.asarray(sums) / steps)
+        _add_seconds(Path(mngr.directory).parent, time.perf_counter() - tic)
+        tic = time.perf_counter()
     if bar is not None:
         bar.close()
     mngr.wait_until_finished()
     mngr.close()
     return state, history
+
+
+def _add_seconds(workdir: Path, seconds: float) -> float:
+    """Add ``seconds`` to the training time kept in ``workdir/train_timing.json``."""
+    path = workdir / "train_timing.json"
+    try:
+        total = json.loads(path.read_text())["train_seconds_total"] if path.exists() else 0.0
+    except (json.JSONDecodeError, KeyError):
+        total = 0.0
+    path.write_text(json.dumps({"train_seconds_total": total + seconds}))
+    return total + seconds
 
 
 def _save(workdir: Path, clf: Classifier, train: tuple, test: tuple) -> Classifier:
@@ -244,6 +277,7 @@ def _save(workdir: Path, clf: Classifier, train: tuple, test: tuple) -> Classifi
     meta["train_accuracy"] = accuracy(clf, *train)
     meta["test_accuracy"] = accuracy(clf, *test)
     meta["versions"] = results.versions()
+    meta["train_seconds_total"] = round(_add_seconds(workdir, 0.0), 2)  # every call's epochs
     with ocp.StandardCheckpointer() as ckptr:
         ckptr.save(workdir / "variables", clf.variables, force=True)
     (workdir / "model.json").write_text(json.dumps(meta, indent=1))
@@ -270,12 +304,68 @@ def load_classifier(workdir: str | Path) -> Classifier:
             f"no trained model in {workdir} (missing {meta_path.name}); create one with "
             f"`jaxinv train --dataset D --arch A --workdir {workdir}` or "
             "jaxinv.training.classifier.fit(dataset, arch, workdir)")
-    meta = json.loads(meta_path.read_text())
-    module = create(meta["arch"], meta["num_classes"], **meta.get("arch_kwargs", {}))
-    abstract = jax.eval_shape(lambda: init_variables(module, meta["input_shape"]))
-    with ocp.StandardCheckpointer() as ckptr:
-        variables = ckptr.restore(workdir / "variables", abstract)
+    retrain = (f"retrain with `jaxinv train --dataset D --arch A --workdir {workdir}` or "
+               f"restore the files")
+    meta = _read_meta(meta_path, retrain)
+    retrain = retrain.replace("--dataset D --arch A", f"--dataset {meta['dataset']} --arch "
+                                                      f"{meta['arch']}")
+    try:
+        module = create(meta["arch"], meta["num_classes"], **meta.get("arch_kwargs", {}))
+        abstract = jax.eval_shape(lambda: init_variables(module, meta["input_shape"]))
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{meta_path}: damaged model file: cannot build the model it "
+                         f"describes ({_first_line(e)}); {retrain}") from None
+    var_path = workdir / "variables"
+    if not var_path.is_dir():
+        raise FileNotFoundError(f"{var_path}: missing (the weights of the model described in "
+                                f"{meta_path.name}); {retrain}")
+    try:
+        with ocp.StandardCheckpointer() as ckptr:
+            variables = ckptr.restore(var_path, abstract)
+    except MemoryError:
+        raise
+    except Exception as e:  # orbax/tensorstore raise many types, with messages of many lines
+        raise ValueError(f"{var_path}: damaged or incomplete checkpoint of the weights "
+                         f"({type(e).__name__}: {_first_line(e)}); {retrain}") from None
     return Classifier(module, variables, meta)
+
+
+def _first_line(e: BaseException, n: int = 200) -> str:
+    lines = str(e).strip().splitlines()
+    return (lines[0] if lines else "")[:n]
+
+
+def _read_meta(meta_path: Path, retrain: str) -> dict:
+    """``model.json`` as a dict with the keys :func:`load_classifier` needs."""
+    damaged = f"{meta_path}: damaged model file"
+    try:
+        text = meta_path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"{damaged} (unreadable: {_first_line(e)}); {retrain}") from None
+    if not text.strip():
+        raise ValueError(f"{damaged} (empty); {retrain}")
+    try:
+        meta = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{damaged} (invalid JSON: {e}); {retrain}") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{damaged} (holds a JSON {type(meta).__name__}, not an object); "
+                         f"{retrain}")
+    missing = [k for k in ("arch", "num_classes", "input_shape", "dataset") if k not in meta]
+    if missing:
+        raise ValueError(f"{damaged} (missing {', '.join(missing)}); {retrain}")
+    shape, k = meta["input_shape"], meta["num_classes"]
+    if (not isinstance(shape, list) or len(shape) != 3
+            or not all(isinstance(d, int) and d > 0 for d in shape)):
+        raise ValueError(f"{damaged} (input_shape must be [H, W, C] of positive integers, got "
+                         f"{shape!r}); {retrain}")
+    if not isinstance(k, int) or not 1 <= k <= data.MAX_CLASSES:
+        raise ValueError(f"{damaged} (num_classes must be an integer in [1, "
+                         f"{data.MAX_CLASSES}], got {k!r}); {retrain}")
+    if not isinstance(meta.get("arch_kwargs", {}), dict):
+        raise ValueError(f"{damaged} (arch_kwargs must be an object, got "
+                         f"{meta['arch_kwargs']!r}); {retrain}")
+    return meta
 
 
 __all__ = ["DEFAULT", "DEFAULTS", "accuracy", "fit", "load_classifier"]

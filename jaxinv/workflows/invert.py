@@ -201,8 +201,9 @@ def _record(attack, res, y, target, evaluator, wall_s, cfg) -> dict[str, Any]:
     if n_failed:
         print(f"warning: {n_failed} chains went non-finite and were frozen at their last "
               "finite iterate (see reconstructions.npz 'failed')", file=sys.stderr)
+    steps = res.timing.get("steps_timed", res.steps_run)  # this call's steps (resumed runs)
     timing = {**res.timing, "wall_s": wall_s,
-              "chain_steps_per_s": res.steps_run * res.best_x.shape[0] * res.best_x.shape[1]
+              "chain_steps_per_s": steps * res.best_x.shape[0] * res.best_x.shape[1]
               / max(res.timing["run_s"], 1e-9)}
     metrics = {
         "attack_acc_top1": judged["top1"], "attack_acc_top5": judged["top5"],
