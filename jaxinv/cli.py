@@ -189,9 +189,11 @@ def _evaluate(args) -> None:
     m = evaluate(args.run, args.eval_model, args.private, k=args.k,
                  correct_only=args.correct_only, inception=args.inception,
                  inception_max=args.inception_max)["metrics"]
-    print(json.dumps({k: round(m[k], 4) for k in (
+    print(json.dumps({k: round(m[k], 4) if isinstance(m[k], float) else m[k] for k in (
         "attack_acc_top1", "knn_dist", "fid_eval", "precision", "recall", "density",
         "coverage", "psnr", "ssim")}))
+    if "prdc_note" in m:
+        print(f"note: {m['prdc_note']}")
     ps = m["per_sample"]
     print(f"per sample ({args.private}): {ps['resilient_fraction']:.1%} resilient, "
           f"mean ddcs_proxy {ps['score_mean']:.4f}; most exposed: {ps['most_exposed']}")

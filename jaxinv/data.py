@@ -123,6 +123,11 @@ def load(name: str, split: str = "train", *, data_dir: str | os.PathLike | None 
       download: let tfds download and prepare a missing dataset (needs the internet; off by
         default because offline tfds retries for minutes before failing).
 
+    A missing file raises ``FileNotFoundError``. A file that is truncated, not an ``.npz``,
+    empty, or holds wrong arrays (missing, wrong dtype or shape, labels outside
+    ``[0, num_classes)`` or ``[0, MAX_CLASSES)``, pixels NaN/inf or outside [0, 1] / 0..255)
+    raises a one-line ``ValueError`` naming the file and the problem.
+
     Example:
         >>> x, y = load("digits", "test")
         >>> x.shape, x.dtype, y.dtype

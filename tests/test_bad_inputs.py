@@ -141,7 +141,7 @@ def test_split_shapes_must_agree(tmp_path):
     with pytest.raises(ValueError, match="different shapes") as e:
         data.load(path, "all")
     assert str(path) in _one_line(e)
-    with pytest.raises(ValueError, match="train images .* but test images") as e:
+    with pytest.raises(ValueError, match=r"train images .* but test images"):
         fit(str(path), "softmax", tmp_path / "w", epochs=1, progress=False)
 
 

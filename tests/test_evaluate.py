@@ -94,3 +94,14 @@ def test_fid_inception_with_user_weights_and_missing_file(models, run, tmp_path)
     assert m["fid_inception_samples"] == [3, 3] and np.isfinite(m["fid_inception"])
     with pytest.raises(FileNotFoundError, match="pt_inception"):
         evaluate(run, models / "evaluator", "digits:train", inception=tmp_path / "no.pth")
+
+
+def test_few_chains_per_class_lower_prdc_k_with_a_note(models, run, tmp_path):
+    x = np.load(run / "reconstructions.npz")["x"]
+    four = _variant(run, tmp_path / "four", x[:, :4])  # 4 chains per class: k=5 impossible
+    m = evaluate(four, models / "evaluator", "digits:train", progress=False)["metrics"]
+    assert m["prdc_k"] == 3 and "lowered" in m["prdc_note"]
+    assert 0 <= m["coverage"] <= 1
+    one = _variant(run, tmp_path / "one", x[:, :1])
+    m = evaluate(one, models / "evaluator", "digits:train", progress=False)["metrics"]
+    assert m["precision"] is None and "skipped" in m["prdc_note"]

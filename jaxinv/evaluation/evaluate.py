@@ -85,7 +85,7 @@ def evaluate(run: str | Path, eval_dir: str | Path, private: str, *, k: int = 5,
     correct = np.argmax(logits, -1) == yr
     kw = {"progress": progress}
     knn_d2, match = metrics.nearest(fr, fp, query_labels=yr, ref_labels=yp, **kw)
-    pr = metrics.prdc(fp, fr, k, real_labels=yp, fake_labels=yr, **kw)
+    pr = _prdc(fp, fr, yp, yr, k, kw)
     scores = metrics.ddcs_proxy(fp, yp, fr, yr, k=k, **kw)
     pix_d2, _ = metrics.nearest(xp, xr, query_labels=yp, ref_labels=yr, desc="pixels", **kw)
     summary = metrics.summarize(scores, yp, TOP_EXPOSED)
@@ -107,7 +107,7 @@ def evaluate(run: str | Path, eval_dir: str | Path, private: str, *, k: int = 5,
         "knn_dist": _mean(knn_d2[sel_all]), "knn_dist_correct_only": correct_only,
         "feature_dist": metrics.feature_dist(fr, yr, fp, yp), "fid_eval": metrics.fid(fr, fp),
         **{key: pr[key] for key in ("precision", "recall", "density", "coverage")},
-        "prdc_k": k,
+        "prdc_k": pr["k"], **({"prdc_note": pr["note"]} if "note" in pr else {}),
         "psnr": float(np.mean(metrics.psnr(xr, xp[match]))),
         "ssim": float(np.mean(metrics.ssim(xr, xp[match]))),
         "attack_acc_top1_std_over_chains": float(correct.reshape(t, n).mean(0).std()),
@@ -127,6 +127,22 @@ def evaluate(run: str | Path, eval_dir: str | Path, private: str, *, k: int = 5,
     results.write_json(run / "results.json", record)
     results.write_npz(run / "per_sample.npz", arrays)
     return record
+
+
+def _prdc(fp, fr, yp, yr, k: int, kw: dict) -> dict:
+    """PRDC with ``k`` lowered to what the smallest class allows (a run with 4 chains per
+    class gets k=3, with a note); skipped (``None`` values, a note) below 2 per class."""
+    fewest = min(min(np.sum(yp == c), np.sum(yr == c)) for c in np.unique(yr))
+    k_eff = min(k, int(fewest) - 1)
+    if k_eff < 1:
+        return {**dict.fromkeys(("precision", "recall", "density", "coverage")),
+                "per_class": {}, "k": None,
+                "note": f"PRDC skipped: a class has only {fewest} samples (needs 2)"}
+    out = metrics.prdc(fp, fr, k_eff, real_labels=yp, fake_labels=yr, **kw)
+    if k_eff < k:
+        out["note"] = (f"k lowered from {k} to {k_eff}: the smallest class has {fewest} "
+                       "reconstructions or private samples")
+    return {**out, "k": k_eff}
 
 
 def _mean(a: np.ndarray) -> float:

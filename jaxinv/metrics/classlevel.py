@@ -93,8 +93,9 @@ def prdc(real, fake, k: int = 5, *, real_labels=None, fake_labels=None,
     fl = np.zeros(len(fake), np.int32) if fake_labels is None else np.asarray(fake_labels)
     classes = [c for c in np.unique(fl) if min(np.sum(rl == c), np.sum(fl == c)) > k]
     if not classes:
-        raise ValueError(f"prdc needs more than k={k} real and fake samples (per class), got "
-                         f"{len(real)} and {len(fake)}")
+        counts = {int(c): (int(np.sum(rl == c)), int(np.sum(fl == c))) for c in np.unique(fl)}
+        raise ValueError(f"prdc needs more than k={k} real and fake samples in a class; "
+                         f"(real, fake) per class: {counts}")
     r_real = knn_radius(real, k, labels=rl, **kw)
     r_fake = knn_radius(fake, k, labels=fl, **kw)
     fake_hits = count_within(fake, real, r_real, query_labels=fl, ref_labels=rl, **kw)
