@@ -51,6 +51,7 @@ class Oracle(NamedTuple):
 
     kind: str
     query: Callable[[jax.Array, Any, jax.Array], jax.Array]
+    logits: Apply | None = None  # the undefended model, for host-side checks (class count)
 
 
 def _check_fn(name: str, fn: object) -> None:
@@ -82,7 +83,7 @@ def white_box(apply_logits: Apply) -> Oracle:
         (16, 8, 8, 1)
     """
     _check_fn("apply_logits", apply_logits)
-    return Oracle("white-box", lambda key, env, x: apply_logits(env, x))
+    return Oracle("white-box", lambda key, env, x: apply_logits(env, x), apply_logits)
 
 
 def gray_box(apply_features: Apply) -> Oracle:
@@ -115,7 +116,8 @@ def score(apply_logits: Apply, defense: Defense | None = None) -> Oracle:
     _check_fn("apply_logits", apply_logits)
     defense = identity() if defense is None else defense
     _check_defense(defense)
-    return Oracle("score", lambda key, env, x: defense.apply(key, _probs(apply_logits, env, x)))
+    return Oracle("score", lambda key, env, x: defense.apply(key, _probs(apply_logits, env, x)),
+                  apply_logits)
 
 
 def label(apply_logits: Apply, defense: Defense | None = None) -> Oracle:
@@ -135,7 +137,7 @@ def label(apply_logits: Apply, defense: Defense | None = None) -> Oracle:
     def query(key: jax.Array, env: Any, x: jax.Array) -> jax.Array:
         return defense.apply(key, _probs(apply_logits, env, x)).argmax(-1).astype(jnp.int32)
 
-    return Oracle("label", query)
+    return Oracle("label", query, apply_logits)
 
 
 __all__ = ["KINDS", "Oracle", "gray_box", "label", "score", "white_box"]

@@ -51,7 +51,7 @@ def test_no_intact_checkpoint_is_one_clear_error(tmp_path):
 def test_damaged_run_config_is_one_clear_error(tmp_path):
     run(tmp_path, steps=5)
     (tmp_path / "run_config.json").write_text("{")
-    with pytest.raises(ValueError, match="run_config.json is damaged"):
+    with pytest.raises(ValueError, match=r"run_config\.json is damaged"):
         run(tmp_path, steps=10)
 
 

@@ -124,3 +124,15 @@ def test_bad_targets_and_sweeps_are_clear():
     with pytest.raises(ValueError, match="sweep"):
         run_chains(partial(mi_face, linear_apply, (8, 8, 1)), [0], ENV, steps=2,
                    sweep={"lr": [0.1, 0.2], "tv": [0.1]}, progress=False)
+
+
+def test_class_targets_out_of_range_are_refused_by_the_python_api():
+    from jaxinv import as_attack, oracles
+    from jaxinv.attacks import brep_mi, zo_inversion
+
+    for attack in (mi_face(linear_apply, (8, 8, 1)),
+                   as_attack(zo_inversion((8, 8, 1)), oracles.score(linear_apply)),
+                   as_attack(brep_mi((8, 8, 1)), oracles.label(linear_apply))):
+        for bad in ([99], [-1], [0.5]):
+            with pytest.raises(ValueError, match="targets"):
+                run_chains(attack, bad, ENV, steps=2, progress=False)

@@ -96,6 +96,7 @@ def gradient_inversion(
     project: Callable[[jax.Array], jax.Array] | None = None,
     stop: S.Stop | None = None,
     has_aux: bool = False,
+    validate: Callable[[Any, Any], None] | None = None,
 ) -> Attack:
     """Build a white-box kernel that minimises ``loss(decode(z), target, env) + prior``.
 
@@ -109,6 +110,9 @@ def gradient_inversion(
       prior: ``(x, env) -> scalar`` added to the cost (:func:`jaxinv.attacks.priors.make`).
       project: ``z -> z`` after each update (a pixel box, a latent clip, a Process).
       stop: a :class:`jaxinv.attacks.stops.Stop` (default: never).
+      validate: ``(targets, env) -> None``, raising ``ValueError`` on targets the loss
+        cannot take (the driver calls it before any work), e.g.
+        :func:`jaxinv.core.protocol.class_targets`.
 
     Example:
         >>> import optax
@@ -155,7 +159,7 @@ def gradient_inversion(
         new = GIState(x, z, c, g, aux, opt_state, stop_state, t, done)
         return new, GIInfo(c, jnp.sqrt(jnp.sum(jnp.square(g))), aux)
 
-    return Attack(init_fn, step_fn)
+    return Attack(init_fn, step_fn, None, validate)
 
 
 __all__ = ["GIInfo", "GIState", "gradient_inversion", "normal", "uniform", "zeros"]

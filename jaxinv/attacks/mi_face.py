@@ -20,7 +20,7 @@ import optax
 from jaxinv.attacks import priors
 from jaxinv.attacks import stops as S
 from jaxinv.attacks.gradient_inversion import gradient_inversion, uniform, zeros
-from jaxinv.core.protocol import Attack, factory
+from jaxinv.core.protocol import Attack, class_targets, factory
 
 LOSSES = ("one_minus_p", "neg_log_p")
 INITS = ("zero", "random")
@@ -113,8 +113,11 @@ def mi_face(
         x = process(x)
         return jnp.clip(x, *box) if box is not None else x
 
+    logits_dim = lambda env: jax.eval_shape(
+        apply_fn, env, jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)).shape[-1]
     attack = gradient_inversion(
         class_cost(apply_fn, loss), optax.sgd(lr), has_aux=True,
+        validate=class_targets(logits_dim),
         init=zeros(input_shape) if init == "zero" else uniform(input_shape, *init_range),
         prior=priors.make(tv=tv, l2=l2), project=project,
         stop=S.any_of(S.no_improvement(beta), S.below(gamma), S.max_steps(max_steps)))

@@ -244,6 +244,8 @@ def run_chains(
     layout = C.Layout(num_targets, chains, settings,
                       ((settings,) if sweep else ()) + (num_targets, chains))
     kernel0 = make({k: v[0] for k, v in sweep.items()})
+    if kernel0.validate is not None:
+        kernel0.validate(targets, env)
     C.probe(kernel0, C.gather(targets, 0), env)
     plan = _Plan(make, layout, chains == 1 and not sweep, chunk, unroll, mesh or make_mesh())
     run = _Run(plan, _cache(attack, plan, targets, env, sweep, unrolled), unrolled)

@@ -59,6 +59,7 @@ class Attack(NamedTuple):
     init: Callable[[jax.Array, PyTree, Env], PyTree]
     step: Callable[[jax.Array, PyTree, PyTree, Env], tuple[PyTree, PyTree]]
     config: dict | None = None
+    validate: Callable[[PyTree, Env], None] | None = None  # host-side check of the targets
 
 
 class Queries(NamedTuple):
@@ -94,6 +95,7 @@ class BlackBox(NamedTuple):
     kind: str
     num_queries: int
     config: dict | None = None
+    validate: Callable[[PyTree, Env], None] | None = None
 
 
 class OracleEnv(NamedTuple):
@@ -140,8 +142,47 @@ def as_attack(blackbox: BlackBox, oracle: Any) -> Attack:
         answers = oracle.query(k_query, env.oracle, q.x)
         return blackbox.tell(k_ask, state, target, q, answers, env.attack)
 
+    shape = (blackbox.config or {}).get("input_shape")
+    logits = getattr(oracle, "logits", None)
+
+    def validate(targets, env):
+        if blackbox.validate is not None:
+            blackbox.validate(targets, split(env).attack)
+        if shape is not None and logits is not None:  # class targets of a known model
+            k = lambda e: jax.eval_shape(
+                logits, e, jax.ShapeDtypeStruct((1, *shape), jnp.float32)).shape[-1]
+            class_targets(k)(targets, split(env).oracle)
+
     config = {**(blackbox.config or {}), "oracle": getattr(oracle, "config", oracle.kind)}
-    return Attack(init, step, config)
+    return Attack(init, step, config, validate)
+
+
+def class_targets(num_classes: Callable[[Env], int]) -> Callable[[PyTree, Env], None]:
+    """A ``validate`` for kernels whose targets are class indices: integers in
+    ``[0, num_classes(env))``, one-line ``ValueError`` otherwise.
+
+    Example:
+        >>> check = class_targets(lambda env: 10)
+        >>> check([3, 9], None)
+        >>> check([3, 99], None)
+        Traceback (most recent call last):
+        ValueError: targets: class 99 out of range for a 10-class model (valid: 0..9)
+    """
+
+    def validate(targets, env):
+        import numpy as np
+
+        t = np.asarray(targets)
+        if t.dtype == object or not np.issubdtype(t.dtype, np.integer) or t.ndim != 1:
+            raise ValueError(f"targets: expected a 1-D array of class indices, got {t.dtype}"
+                             f"{t.shape}")
+        k = int(num_classes(env))
+        bad = t[(t < 0) | (t >= k)]
+        if bad.size:
+            raise ValueError(f"targets: class {int(bad[0])} out of range for a {k}-class model"
+                             f" (valid: 0..{k - 1})")
+
+    return validate
 
 
 def jsonable(v: Any) -> Any:
