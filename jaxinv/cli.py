@@ -55,7 +55,9 @@ def _attack_parser(q: argparse.ArgumentParser, entry: registry.Entry) -> None:
         q.add_argument("--client-id", default=None, help="--remote: X-Client-Id header")
         q.add_argument("--defense", default="", help='output defenses of the in-process '
                        'target, e.g. "round:2,topk:3" (a --remote server applies its own)')
-    q.add_argument("--eval-model", required=True, help="work dir of the evaluation classifier")
+    q.add_argument("--eval-model", required=True, action="append",
+                   help="work dir of an evaluation classifier (repeat for several; the first "
+                        "gives attack_acc_*, all are in metrics.per_evaluator)")
     q.add_argument("--chains", type=int, default=64, help="chains per class")
     q.add_argument("--steps", type=int, default=1000)
     q.add_argument("--out", required=True)

@@ -123,3 +123,17 @@ def test_recovers_classes_random_inits_do_not(models):
     before = results.judge(evaluator, res.x_init, np.arange(10))["top1"]
     assert before < 0.3 and after > before + 0.35, (before, after)
     assert (res.state.queries <= 150 * 33).all()
+
+
+def test_radius_is_capped_and_the_chain_stops():
+    from jaxinv.attacks import brep_mi as make
+
+    bb = make((8, 8, 1), spheres=4, radius=1.0, growth=2.0, max_radius=3.0)
+    s = bb.init(KEY, 1, None)
+    # every answer keeps the label: the start is found, then every sphere grows R
+    for t in range(12):
+        q = bb.ask(jax.random.key(t), s, 1, None)
+        s, _ = bb.tell(jax.random.key(t), s, 1, q, jnp.ones(5, jnp.int32), None)
+        if s.done:
+            break
+    assert float(s.radius) == 3.0 and bool(s.done)

@@ -105,3 +105,16 @@ def test_few_chains_per_class_lower_prdc_k_with_a_note(models, run, tmp_path):
     one = _variant(run, tmp_path / "one", x[:, :1])
     m = evaluate(one, models / "evaluator", "digits:train", progress=False)["metrics"]
     assert m["precision"] is None and "skipped" in m["prdc_note"]
+
+
+def test_nearest_identity_rate_needs_no_evaluator(models, run, tmp_path):
+    from jaxinv import data, metrics
+
+    xp, yp = data.load("digits", "train")
+    copies = np.stack([xp[yp == c][:3] for c in range(10)])  # real images: rate 1
+    assert metrics.nearest_identity_rate(copies.reshape(-1, 8, 8, 1), np.repeat(np.arange(10),
+                                         3), xp, yp) == 1.0
+    noise = np.random.default_rng(0).random((200, 8, 8, 1))
+    assert metrics.nearest_identity_rate(noise, np.arange(200) % 10, xp, yp) < 0.3
+    m = evaluate(run, models / "evaluator", "digits:train", progress=False)["metrics"]
+    assert 0 <= m["nearest_identity_top1"] <= 1

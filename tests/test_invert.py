@@ -107,3 +107,17 @@ def test_attack_options_come_from_the_factory_signature(capsys):
         main(["attack", "label-only", "--help"])
     out = capsys.readouterr().out
     assert "--no-normalize" in out and "--defense" in out and "--spheres" in out
+
+
+def test_several_evaluators_and_a_weak_one_warns(models, tmp_path, capsys):
+    from jaxinv.training import fit
+
+    weak = fit("digits", "softmax", tmp_path / "weak", epochs=1, limit=64, progress=False)
+    assert weak.meta["test_accuracy"] < 0.9
+    rec = invert("mi-face", models / "target", [models / "evaluator", tmp_path / "weak"],
+                 tmp_path / "run", chains=2, steps=5, progress=False)
+    per = rec["metrics"]["per_evaluator"]
+    assert list(per) == [str(models / "evaluator"), str(tmp_path / "weak")]
+    assert per[str(models / "evaluator")]["attack_acc_top1"] == rec["metrics"]["attack_acc_top1"]
+    assert "is weak" in capsys.readouterr().err
+    assert len(rec["metrics"]["evaluator_warnings"]) == 1

@@ -105,6 +105,7 @@ def brep_mi(
     threshold: float = 0.75,
     max_step: float = 3.0,
     patience: int = 1000,
+    max_radius: float | None = None,
     max_steps: int = 10_000,
     budget: int | None = None,
     normalize: bool = True,
@@ -125,6 +126,9 @@ def brep_mi(
         latent, 1.0 is the pixel-space default the README's runs use).
       growth: factor on ``R`` when more than ``threshold`` of a sphere keeps the label.
       max_step: cap of the step length ``min(R / 3, max_step)``.
+      max_radius: the chain stops once ``R`` reaches it (default: the diagonal of ``box``
+        in ``z``, beyond which every sphere point is clipped to the box: growing further
+        measures nothing; ``inf`` without a box).
       patience: stop after this many steps without a radius increase.
       max_steps: stop after this many steps (search steps included).
       budget: queries per chain (``None``: unlimited).
@@ -153,6 +157,8 @@ def brep_mi(
     sample = _sampler(start, z_shape, init_range, box)
     clip = (lambda z: jnp.clip(z, *box)) if box is not None else (lambda z: z)
     size = int(jnp.prod(jnp.asarray(z_shape)))
+    r_max = float(max_radius if max_radius is not None else
+                  (size ** 0.5 * (box[1] - box[0]) if box is not None else float("inf")))
 
     prior_x = priors.make(tv=tv, l2=l2)
 
@@ -192,7 +198,7 @@ def brep_mi(
         stepped = clip(state.cand + jnp.minimum(state.radius / 3, max_step) * g)
         z = jnp.where(accepted, state.cand, state.z)
         cand = jnp.where(accepted & ~grow, stepped, z)
-        new_radius = jnp.where(grow, state.radius * growth, state.radius)
+        new_radius = jnp.where(grow, jnp.minimum(state.radius * growth, r_max), state.radius)
         loss = jnp.where(grow, -state.radius, state.loss)
         x = jnp.where(grow, xs[0], state.x)  # grow implies z == cand == pts[0]
         # merge the phases
@@ -203,8 +209,8 @@ def brep_mi(
         found = state.found | just_found
         since = jnp.where(grow | ~found, 0, state.since_increase + 1)
         t, used = state.t + 1, state.queries + per_step
-        exhausted, done = budget_rule(used, per_step, budget,
-                                      (t >= max_steps) | (since >= patience))
+        exhausted, done = budget_rule(used, per_step, budget, (t >= max_steps)
+                                      | (since >= patience) | (new_radius >= r_max))
         share = jnp.where(state.found, share, state.sphere_share)
         new = BREPState(x, z, cand, loss.astype(jnp.float32), share, new_radius, found, since,
                         used, t, exhausted, done)

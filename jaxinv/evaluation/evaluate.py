@@ -111,6 +111,7 @@ def evaluate(run: str | Path, eval_dir: str | Path, private: str, *, k: int = 5,
         "psnr": float(np.mean(metrics.psnr(xr, xp[match]))),
         "ssim": float(np.mean(metrics.ssim(xr, xp[match]))),
         "attack_acc_top1_std_over_chains": float(correct.reshape(t, n).mean(0).std()),
+        "nearest_identity_top1": _identity(xr, yr, private, data_dir),
         "per_class_eval": per_class, "per_sample": summary})
     if incep is not None:
         m.update(_fid_inception(incep, xr, xp, inception_max, seed))
@@ -143,6 +144,13 @@ def _prdc(fp, fr, yp, yr, k: int, kw: dict) -> dict:
         out["note"] = (f"k lowered from {k} to {k_eff}: the smallest class has {fewest} "
                        "reconstructions or private samples")
     return {**out, "k": k_eff}
+
+
+def _identity(xr, yr, private: str, data_dir) -> float:
+    """Non-learned check: share of reconstructions whose most correlated private training
+    image (all classes searched) has their class."""
+    xa, ya = _private(private, data_dir)
+    return metrics.nearest_identity_rate(xr, yr, xa, ya)
 
 
 def _mean(a: np.ndarray) -> float:

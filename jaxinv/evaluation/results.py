@@ -59,7 +59,7 @@ def judge(classifier: Any, x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
 
     ``classifier`` has ``logits(x)`` (a :class:`jaxinv.models.Classifier`, which batches
     on the device): the evaluation classifier for attack accuracy, or the target for
-    its confidence.
+    its confidence. ``hits`` is the per-reconstruction top-1 hit ``[T, N]`` (0/1).
 
     Example:
         >>> rec = np.stack([x[y == 3][:2], x[y == 6][:2]])  # 2 classes x 2 "reconstructions"
@@ -67,8 +67,8 @@ def judge(classifier: Any, x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
         (2, 2, 8, 8, 1)
         >>> m = judge(clf, rec, np.array([3, 6]))  # clf: a trained digits classifier
         >>> sorted(m), sorted(m["per_class"]), sorted(m["per_class"]["3"])
-        (['confidence', 'per_class', 'top1', 'top1_std_over_classes', 'top5'], ['3', '6'],
-         ['confidence', 'top1', 'top5'])
+        (['confidence', 'hits', 'per_class', 'top1', 'top1_std_over_classes', 'top5'],
+         ['3', '6'], ['confidence', 'top1', 'top5'])
         >>> 0 <= m["top1"] <= m["top5"] <= 1
         True
     """
@@ -90,7 +90,7 @@ def judge(classifier: Any, x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
                                "confidence": float(conf[i].mean())} for i, c in enumerate(y)}
     return {"top1": float(top1.mean()), "top5": float(top5.mean()),
             "top1_std_over_classes": float(top1.mean(1).std()), "confidence": float(conf.mean()),
-            "per_class": per_class}
+            "per_class": per_class, "hits": top1}
 
 
 def _atomic_write(path: Path, write) -> None:

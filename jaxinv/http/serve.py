@@ -388,14 +388,14 @@ class _Clients:
             return len(self._table)
 
     def _evict(self, now: float) -> list[str]:
-        dropped, checked = [], 0
-        while self._table and checked < len(self._table):
+        dropped, skipped = [], 0
+        while len(self._table) > skipped:  # each turn drops one entry or skips a busy one
             cid, c = next(iter(self._table.items()))
             if len(self._table) <= self.max_clients and now - c.seen <= self.idle:
                 break  # the rest were seen more recently
-            checked += 1
             if c.busy:
                 self._table.move_to_end(cid)
+                skipped += 1
             else:
                 del self._table[cid]
                 dropped.append(cid)

@@ -6,9 +6,11 @@ All pairwise-distance work runs in chunked, jitted JAX (:mod:`jaxinv.metrics.dis
 
 from jaxinv.metrics.classlevel import feature_dist, fid, knn_dist, prdc, psnr, ssim
 from jaxinv.metrics.distances import count_within, knn, knn_radius, nearest
+from jaxinv.metrics.identity import nearest_correlated, nearest_identity_rate
 from jaxinv.metrics.samplelevel import SampleScores, ddcs_proxy, summarize
 
 __all__ = [
     "SampleScores", "count_within", "ddcs_proxy", "feature_dist", "fid", "knn", "knn_dist",
-    "knn_radius", "nearest", "prdc", "psnr", "ssim", "summarize",
+    "knn_radius", "nearest", "nearest_correlated", "nearest_identity_rate", "prdc", "psnr",
+    "ssim", "summarize",
 ]

@@ -124,7 +124,32 @@ def _check_models(meta: dict, evaluator: Any, classes: list[int] | None) -> np.n
     return np.asarray(classes, np.int32)
 
 
-def invert(attack: str, target_dir: str | Path | None, eval_dir: str | Path,
+WEAK_EVALUATOR = 0.9  # an evaluator below this test accuracy gets a warning
+
+
+def _evaluators(eval_dir) -> list:
+    dirs = [eval_dir] if isinstance(eval_dir, str | Path) else list(eval_dir)
+    if not dirs:
+        raise ValueError("give at least one evaluation model (--eval-model)")
+    return [(str(d), _load(d, "evaluation")) for d in dirs]
+
+
+def _judge_all(evaluators, res, y, target_meta) -> tuple[dict, list[str]]:
+    """Attack accuracy under every evaluator, and warnings about weak ones."""
+    per, warnings = {}, []
+    for d, ev in evaluators:
+        acc = ev.meta.get("test_accuracy")
+        j, i = results.judge(ev, res.best_x, y), results.judge(ev, res.x_init, y)
+        per[d] = {"attack_acc_top1": j["top1"], "attack_acc_top5": j["top5"],
+                  "init_acc_top1": i["top1"], "test_accuracy": acc}
+        if acc is not None and acc < min(WEAK_EVALUATOR, target_meta.get(
+                "test_accuracy", 1.0) - 0.05):
+            warnings.append(f"evaluation model {d} is weak (test accuracy {acc:.3f}): its "
+                            "attack accuracy says more about it than about the attack")
+    return per, warnings
+
+
+def invert(attack: str, target_dir: str | Path | None, eval_dir: str | Path | list,
            out: str | Path, *, chains: int, steps: int, classes: list[int] | None = None,
            seed: int = 0, chunk: int | None = None, segment: int | None = None,
            options: dict[str, Any] | None = None, progress: bool = True,
@@ -135,8 +160,10 @@ def invert(attack: str, target_dir: str | Path | None, eval_dir: str | Path,
 
     With ``remote`` (a ``jaxinv serve`` URL) a black-box attack queries that server over
     HTTP instead of loading ``target_dir`` (pass ``None``); every HTTP batch is logged to
-    ``out/queries.jsonl``. A run killed mid-way, or stopped by a server outage, resumes
-    from ``out/checkpoints`` when restarted with the same arguments.
+    ``out/queries.jsonl``. ``eval_dir`` may be a list: the first evaluator gives
+    ``attack_acc_*``, every one is reported in ``metrics.per_evaluator``, and a weak one
+    (test accuracy below 0.9) gets a warning. A run killed mid-way, or stopped by a server
+    outage, resumes from ``out/checkpoints`` when restarted with the same arguments.
 
     Example:
         >>> import tempfile
@@ -150,7 +177,8 @@ def invert(attack: str, target_dir: str | Path | None, eval_dir: str | Path,
     """
     options, out = dict(options or {}), Path(out)
     entry = registry.get(attack)
-    evaluator = _load(eval_dir, "evaluation")
+    evaluators = _evaluators(eval_dir)
+    evaluator = evaluators[0][1]
     client = target = None
     if remote is not None:
         if entry.kind == "white-box":
@@ -177,9 +205,15 @@ def invert(attack: str, target_dir: str | Path | None, eval_dir: str | Path,
         kernel = build_attack(attack, target, steps, options)
         res = run_chains(kernel, y, target.variables, chunk=chunk, desc=attack, **kw)
     record = _record(attack, res, y, target, evaluator, time.perf_counter() - tic,
-                     dict(target_dir=str(target_dir), eval_dir=str(eval_dir), chains=chains,
+                     dict(target_dir=str(target_dir), eval_dir=evaluators[0][0], chains=chains,
                           steps=steps, classes=y.tolist(), chunk=chunk, segment=segment,
                           options=jsonable(options), seed=seed, meta=meta))
+    per, warnings = _judge_all(evaluators, res, y, meta)
+    record["metrics"]["per_evaluator"] = per
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    if warnings:
+        record["metrics"]["evaluator_warnings"] = warnings
     if client is not None:
         record["config"]["remote"] = remote
         record["metrics"]["http"] = {"queries": client.queries, "requests": client.requests,
@@ -214,6 +248,10 @@ def _record(attack, res, y, target, evaluator, wall_s, cfg) -> dict[str, Any]:
         **_attack_metrics(res.state)}
     if conf is None:
         metrics["target_confidence_note"] = "remote target: its weights are not available"
+    if hasattr(res.state, "found"):  # label-only: chains that never found a start image
+        started = np.asarray(res.state.found)
+        metrics["attack_acc_top1_started"] = (float(judged["hits"][started].mean())
+                                              if started.any() else None)
     return {"attack": attack,
             "config": {"target": cfg["target_dir"], "eval_model": cfg["eval_dir"],
                        "chains": cfg["chains"], "steps": cfg["steps"],
