@@ -62,3 +62,19 @@ def test_errors(tmp_path):
         fit("digits", "transformer", tmp_path / "t", progress=False)
     with pytest.raises(ValueError, match="epochs must be >= 1"):
         fit("digits", "cnn", tmp_path / "t", epochs=0, progress=False)
+
+
+def test_cli_batch_size_defaults_to_the_dataset_defaults(monkeypatch):
+    """`jaxinv train` without --batch-size uses DEFAULTS (ORL: 32), not a CLI constant."""
+    from jaxinv import cli
+    from jaxinv.training import classifier
+
+    seen = {}
+    monkeypatch.setattr(classifier, "fit", lambda *a, **kw: seen.update(kw) or (_ for _ in ()
+                        ).throw(ValueError("stop")))
+    assert cli.main(["train", "--dataset", "orl_faces", "--arch", "cnn", "--workdir", "x"]) == 2
+    assert seen["batch_size"] is None
+    assert classifier._settings("orl_faces", "cnn", batch_size=None,
+                                weight_decay=1e-4)["batch_size"] == 32
+    for arch in ("cnn", "resnet", "vgg", "mlp"):
+        assert ("fashion_mnist", arch) in classifier.DEFAULTS

@@ -48,6 +48,11 @@ DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
     ("mnist", "resnet"): {"epochs": 4, "augment": 2, "lr_decay": 0.6},
     ("mnist", "vgg"): {"epochs": 4, "augment": 2, "lr_decay": 0.6},
     ("mnist", "mlp"): {"epochs": 10},
+    # Fashion-MNIST: MNIST's schedules (same size and shape), not tuned further
+    ("fashion_mnist", "cnn"): {"epochs": 5, "lr_decay": 0.7},
+    ("fashion_mnist", "resnet"): {"epochs": 4, "augment": 2, "lr_decay": 0.6},
+    ("fashion_mnist", "vgg"): {"epochs": 4, "augment": 2, "lr_decay": 0.6},
+    ("fashion_mnist", "mlp"): {"epochs": 10},
     ("orl_faces", "cnn"): {"epochs": 40, "batch_size": 32},
     ("orl_faces", "softmax"): {"epochs": 200, "batch_size": 32},
     ("orl_faces", "mlp"): {"epochs": 150, "batch_size": 32},
