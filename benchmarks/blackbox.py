@@ -7,7 +7,7 @@ Each step of each chain sends one batch of ``queries_per_step + 1`` queries (the
 point and the NES points). In-process: queries answered per second by ``run_chains``
 (forward passes of the CNN behind the oracle, defense included), compile time apart.
 HTTP: ``run_remote`` against ``jaxinv serve``'s app on 127.0.0.1 in the same process
-(werkzeug, threaded; server and client share the cores), base64 float32 bodies, 1024
+(waitress; server and client share the cores), base64 float32 bodies, 1024
 images per request; "HTTP share" is the time inside the client's HTTP calls (server
 inference included) over the run time.
 """
