@@ -121,3 +121,25 @@ def test_several_evaluators_and_a_weak_one_warns(models, tmp_path, capsys):
     assert per[str(models / "evaluator")]["attack_acc_top1"] == rec["metrics"]["attack_acc_top1"]
     assert "is weak" in capsys.readouterr().err
     assert len(rec["metrics"]["evaluator_warnings"]) == 1
+
+
+def test_nan_target_fails_the_black_box_run_with_one_line(models, tmp_path, capsys):
+    import shutil
+
+    import jax
+    import orbax.checkpoint as ocp
+
+    from jaxinv.training import load_classifier
+
+    bad = tmp_path / "nan_target"
+    shutil.copytree(models / "target", bad)
+    clf = load_classifier(bad)
+    params = jax.tree.map(np.array, clf.variables)  # writable copies
+    last = sorted(k for k in params["params"] if k.startswith("Dense"))[-1]
+    params["params"][last]["bias"][3] = np.nan  # one NaN bias, as in the audit
+    with ocp.StandardCheckpointer() as ckptr:
+        ckptr.save(bad / "variables", params, force=True)
+    code = main(["attack", "zo", "--target", str(bad), "--eval-model", str(models / "evaluator"),
+                 "--chains", "1", "--steps", "3", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "non-finite" in err[-1] and "cnn" in err[-1]
