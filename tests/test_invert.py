@@ -143,3 +143,17 @@ def test_nan_target_fails_the_black_box_run_with_one_line(models, tmp_path, caps
                  "--chains", "1", "--steps", "3", "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and "non-finite" in err[-1] and "cnn" in err[-1]
+
+
+def test_black_box_metrics_have_their_own_names(models, tmp_path):
+    rec = invert("label-only", models / "target", models / "evaluator", tmp_path / "lo",
+                 chains=2, steps=4, options={"spheres": 4}, progress=False)
+    m = rec["metrics"]
+    assert 0 <= m["target_confidence"] <= 1  # the undefended target on the returned iterate
+    assert {"sphere_share", "chains_without_start", "queries_total"} <= set(m)
+    assert "observed_confidence" not in m
+    started = m["attack_acc_top1_started"]
+    assert started is None or 0 <= started <= 1
+    rec = invert("zo", models / "target", models / "evaluator", tmp_path / "zo", chains=1,
+                 steps=2, options={"queries_per_step": 4, "defense": "round:1"}, progress=False)
+    assert 0 <= rec["metrics"]["observed_confidence"] <= 1 and "sphere_share" not in rec["metrics"]
