@@ -1,0 +1,2 @@
+"""Evaluation: judging reconstructions, results files, `evaluate` (leakage metrics), the HTML
+report."""

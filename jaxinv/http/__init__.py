@@ -1,0 +1,1 @@
+"""HTTP: a victim server (`serve`, waitress) and the attacker's client (`HTTPOracle`)."""

@@ -1,0 +1,1 @@
+"""Workflows: `invert` (attack + judge + write a run directory), `demo`, the defense matrix."""
