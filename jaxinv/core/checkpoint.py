@@ -51,7 +51,7 @@ class RunCheckpoint:
                     f"{self.dir} holds a checkpoint of a different run (setting: (saved, now) = "
                     f"{diff}); use another work directory or delete this one to start afresh.")
         elif jax.process_index() == 0:
-            meta.write_text(json.dumps(fingerprint, indent=1))
+            meta.write_text(json.dumps(fingerprint, indent=1, allow_nan=False))
         self.info_dir = self.dir / "info"
         self.info_dir.mkdir(exist_ok=True)
         self.mngr = ocp.CheckpointManager(

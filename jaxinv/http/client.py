@@ -189,7 +189,8 @@ class HTTPOracle:
     def _log(self, **record: Any) -> None:
         if self.log_path is not None:
             with self.log_path.open("a") as f:
-                f.write(json.dumps({"t": time.time(), **record}) + "\n")
+                f.write(json.dumps({"t": time.time(), **record}, default=str,
+                                   allow_nan=False) + "\n")
                 f.flush()
 
     def _call(self, method: str, path: str, body: dict | None = None,

@@ -354,7 +354,8 @@ def _reply(obj: dict, status: int = 200, headers: dict | None = None) -> flask.R
         text = json.dumps(obj, allow_nan=False)
     except ValueError:
         status, headers = 500, None
-        text = json.dumps({"error": "internal server error: non-finite number in the answer"})
+        text = json.dumps({"error": "internal server error: non-finite number in the answer"},
+                          allow_nan=False)
     return flask.Response(text, status, headers, mimetype=JSON_TYPE)
 
 
@@ -463,7 +464,7 @@ def _http_error(e: HTTPException) -> flask.Response:
     else:
         msg = e.description or str(e)
     resp = e.get_response()
-    resp.set_data(json.dumps({"error": msg}))
+    resp.set_data(json.dumps({"error": msg}, allow_nan=False))
     resp.mimetype = JSON_TYPE
     return resp
 

@@ -202,7 +202,7 @@ def _open(workdir: Path, config: dict, ckpt: dict, name: str | None):
     start = mngr.latest_step() or 0
     if not start:
         workdir.mkdir(parents=True, exist_ok=True)
-        cfg_path.write_text(json.dumps(config, indent=1))
+        cfg_path.write_text(json.dumps(config, indent=1, allow_nan=False))
         return mngr, ckpt
     saved = json.loads(cfg_path.read_text()) if cfg_path.exists() else config
     diff = {c: (saved.get(c), config[c]) for c in _CONFIG_KEYS if saved.get(c) != config[c]}
@@ -268,7 +268,7 @@ def _add_seconds(workdir: Path, seconds: float) -> float:
         total = json.loads(path.read_text())["train_seconds_total"] if path.exists() else 0.0
     except (json.JSONDecodeError, KeyError):
         total = 0.0
-    path.write_text(json.dumps({"train_seconds_total": total + seconds}))
+    path.write_text(json.dumps({"train_seconds_total": total + seconds}, allow_nan=False))
     return total + seconds
 
 
@@ -285,7 +285,7 @@ def _save(workdir: Path, clf: Classifier, train: tuple, test: tuple) -> Classifi
     meta["train_seconds_total"] = round(_add_seconds(workdir, 0.0), 2)  # every call's epochs
     with ocp.StandardCheckpointer() as ckptr:
         ckptr.save(workdir / "variables", clf.variables, force=True)
-    (workdir / "model.json").write_text(json.dumps(meta, indent=1))
+    (workdir / "model.json").write_text(json.dumps(meta, indent=1, allow_nan=False))
     return clf
 
 

@@ -150,7 +150,7 @@ def _resume(workdir, config, states, ocp):
     if cfg.exists() and json.loads(cfg.read_text()) != config:
         raise ValueError(f"{workdir} holds models trained with other settings; use a new "
                          "workdir or the same settings")
-    cfg.write_text(json.dumps(config, indent=1))
+    cfg.write_text(json.dumps(config, indent=1, allow_nan=False))
     mngr = ocp.CheckpointManager(workdir / "ckpt", options=ocp.CheckpointManagerOptions(
         max_to_keep=2, enable_async_checkpointing=False))
     return mngr, mngr.latest_step() or 0, []
