@@ -133,7 +133,7 @@ def main() -> None:
     model = create("cnn", 10)
     env = init_variables(model, SHAPE)
     attack = mi_face(lambda e, x: model.apply(e, x)[0], SHAPE, loss="neg_log_p",
-                     init="random")
+                     init="random", lr=0.1, tv=0.0)  # the step the PyTorch reference runs
     print(f"{'N':>6} {'chunk':>6} {'steps':>6} {'chain-steps/s':>14} {'GFLOP/s':>8} "
           f"{'of matmul':>9} {'compile s':>9}")
     for n in args.chains:
@@ -154,7 +154,7 @@ def main() -> None:
         for name, pool in pools.items():
             m = pooled_cnn(pool)
             e = m.init(jax.random.key(0), jnp.zeros((1, *SHAPE)))
-            a = mi_face(m.apply, SHAPE, loss="neg_log_p", init="random")
+            a = mi_face(m.apply, SHAPE, loss="neg_log_p", init="random", lr=0.1, tv=0.0)
             r = bench_driver(a, e, n, 24, args.chunk or None)
             print(f"flax nn.Conv + {name}: {r['chain_steps_per_s']:.0f} chain-steps/s at N={n}, "
                   f"chunk {args.chunk or '-'}")
