@@ -134,14 +134,18 @@ def _evaluators(eval_dir) -> list:
     return [(str(d), _load(d, "evaluation")) for d in dirs]
 
 
-def _judge_all(evaluators, res, y, target_meta) -> tuple[dict, list[str]]:
-    """Attack accuracy under every evaluator, and warnings about weak ones."""
+def _judge_all(evaluators, res, y, target_meta, first: dict) -> tuple[dict, list[str]]:
+    """Attack accuracy under every evaluator (the first one's is ``first``, already judged),
+    and warnings about weak ones."""
     per, warnings = {}, []
-    for d, ev in evaluators:
+    for n, (d, ev) in enumerate(evaluators):
         acc = ev.meta.get("test_accuracy")
-        j, i = results.judge(ev, res.best_x, y), results.judge(ev, res.x_init, y)
-        per[d] = {"attack_acc_top1": j["top1"], "attack_acc_top5": j["top5"],
-                  "init_acc_top1": i["top1"], "test_accuracy": acc}
+        if n == 0:
+            per[d] = {**first, "test_accuracy": acc}
+        else:
+            j, i = results.judge(ev, res.best_x, y), results.judge(ev, res.x_init, y)
+            per[d] = {"attack_acc_top1": j["top1"], "attack_acc_top5": j["top5"],
+                      "init_acc_top1": i["top1"], "test_accuracy": acc}
         if acc is not None and acc < min(WEAK_EVALUATOR, target_meta.get(
                 "test_accuracy", 1.0) - 0.05):
             warnings.append(f"evaluation model {d} is weak (test accuracy {acc:.3f}): its "
@@ -208,7 +212,9 @@ def invert(attack: str, target_dir: str | Path | None, eval_dir: str | Path | li
                      dict(target_dir=str(target_dir), eval_dir=evaluators[0][0], chains=chains,
                           steps=steps, classes=y.tolist(), chunk=chunk, segment=segment,
                           options=jsonable(options), seed=seed, meta=meta))
-    per, warnings = _judge_all(evaluators, res, y, meta)
+    m = record["metrics"]
+    per, warnings = _judge_all(evaluators, res, y, meta, {
+        k: m[k] for k in ("attack_acc_top1", "attack_acc_top5", "init_acc_top1")})
     record["metrics"]["per_evaluator"] = per
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
