@@ -74,7 +74,8 @@ class RunCheckpoint:
         self.mngr.wait_until_finished()
 
     def restore(self, like: PyTree, info_treedef: Any) -> tuple[int, PyTree, list] | None:
-        """The newest intact checkpoint as ``(t, host carry, infos)``, or ``None``."""
+        """The newest intact checkpoint as ``(t, host carry, infos)``, or ``None``;
+        ``like`` gives the carry's shapes and dtypes (arrays or ``ShapeDtypeStruct``)."""
         abstract = {"carry": jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), like),
                     "t": np.array(0, np.int64)}
         damaged = []
