@@ -106,6 +106,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int, default=None,
                    help="default: jaxinv.training.DEFAULTS for the dataset and arch")
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--split", default=None,
+                   help="train on the private side of a protocol: classes:0-4 or sample:0.5")
 
     e = sub.add_parser("evaluate", help="add class- and sample-level leakage metrics to a run")
     e.add_argument("--run", required=True, help="attack run directory (holds results.json)")
@@ -168,7 +170,17 @@ def _parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("report", help="write D/report.html, a self-contained audit of a run")
     r.add_argument("run_dir", metavar="D", help="attack run directory (holds results.json)")
+    for module in _command_modules():
+        module.add(sub)
     return p
+
+
+def _command_modules() -> list:
+    import importlib
+
+    from jaxinv.commands import MODULES
+
+    return [importlib.import_module(m) for m in MODULES]
 
 
 def _demo(args) -> None:
@@ -181,7 +193,7 @@ def _train(args) -> None:
     from jaxinv.training.classifier import fit
 
     clf = fit(args.dataset, args.arch, args.workdir, epochs=args.epochs, lr=args.lr,
-              batch_size=args.batch_size, seed=args.seed)
+              batch_size=args.batch_size, seed=args.seed, split=args.split)
     print(f"test accuracy {clf.meta['test_accuracy']:.4f}; model in {args.workdir}")
 
 
@@ -281,7 +293,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         enable_compilation_cache()
     try:
-        COMMANDS[args.cmd](args)
+        commands = dict(COMMANDS)
+        for module in _command_modules():
+            commands.update(module.COMMANDS)
+        commands[args.cmd](args)
     except (ValueError, FileNotFoundError, FloatingPointError, ConnectionError,
             RemoteError) as e:
         notes = "".join(f"\n  {n}" for n in getattr(e, "__notes__", []))

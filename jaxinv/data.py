@@ -265,6 +265,57 @@ def split_by_sample(x: np.ndarray, y: np.ndarray, public_fraction: float,
     return Split(x[~public], y[~public]), Split(x[public], y[public])
 
 
+def subset(x: np.ndarray, y: np.ndarray, spec: str, side: str = "private") -> Split:
+    """One side of a public/private protocol, from a spec string.
+
+    ``"classes:0-4"`` (or ``"classes:0,2,4"``) keeps the samples of those classes, whatever
+    the ``side`` (GMI's MNIST protocol: private classes 0-4, public 5-9).
+    ``"sample:F[:SEED]"`` keeps the ``side`` (``"private"`` or ``"public"``) of
+    :func:`split_by_sample` with public fraction ``F`` (the easier by-sample setting).
+
+    Example:
+        >>> x, y = load("digits", "all")
+        >>> sorted(set(subset(x, y, "classes:5-9").y.tolist()))
+        [5, 6, 7, 8, 9]
+        >>> a, b = subset(x, y, "sample:0.5", "private"), subset(x, y, "sample:0.5", "public")
+        >>> len(a.y) + len(b.y) == len(y)
+        True
+    """
+    kind, _, rest = spec.partition(":")
+    if side not in ("private", "public"):
+        raise ValueError(f"side must be 'private' or 'public', got {side!r}")
+    try:
+        if kind == "classes":
+            return Split(*split_by_class(x, y, parse_classes(rest))[0])
+        if kind == "sample":
+            frac, _, seed = rest.partition(":")
+            private, public = split_by_sample(x, y, float(frac), int(seed or 0))
+            return private if side == "private" else public
+    except ValueError as e:
+        raise ValueError(f"split {spec!r}: {e}") from None
+    raise ValueError(f"unknown split {spec!r}: use classes:A-B (or classes:A,B,...) or "
+                     "sample:FRACTION[:SEED]")
+
+
+def parse_classes(text: str) -> list[int]:
+    """``"0-4"`` or ``"0,2,4"`` (or a mix, ``"0-2,7"``) -> a sorted list of class ids.
+
+    Example:
+        >>> parse_classes("0-2,7")
+        [0, 1, 2, 7]
+    """
+    out: set[int] = set()
+    for part in filter(None, text.replace(" ", "").split(",")):
+        lo, dash, hi = part.partition("-")
+        try:
+            out.update(range(int(lo), int(hi) + 1) if dash else [int(lo)])
+        except ValueError:
+            raise ValueError(f"bad class list {text!r}: want e.g. 0-4 or 0,2,4") from None
+    if not out:
+        raise ValueError(f"empty class list {text!r}")
+    return sorted(out)
+
+
 # --- readers ------------------------------------------------------------------------------
 
 

@@ -61,7 +61,7 @@ DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
 }
 PROGRESS_EVERY = 50  # steps between progress-bar updates (each one a host sync)
 _CONFIG_KEYS = ("dataset", "arch", "arch_kwargs", "batch_size", "lr", "lr_decay",
-                "weight_decay", "augment", "seed", "limit")
+                "weight_decay", "augment", "seed", "limit", "split")
 
 
 def _step_fn(module, tx, augment: int):
@@ -104,13 +104,17 @@ def fit(dataset: str, arch: str, workdir: str | Path, *, epochs: int | None = No
         batch_size: int | None = None, lr: float | None = None, weight_decay: float = 1e-4,
         lr_decay: float | None = None, augment: int | None = None, seed: int = 0,
         arch_kwargs: dict | None = None, progress: bool = True,
-        data_dir: str | Path | None = None, limit: int | None = None) -> Classifier:
+        data_dir: str | Path | None = None, limit: int | None = None,
+        split: str | None = None) -> Classifier:
     """Train ``arch`` on ``dataset``'s train split with Adam(W); save it in ``workdir``.
 
     Defaults for ``epochs``, ``lr``, ``lr_decay`` (per-epoch factor), ``batch_size`` and
     ``augment`` (random shifts of up to that many pixels) come from
     ``DEFAULTS[(dataset, arch)]``, else ``DEFAULT``. ``limit`` trains on the first
     ``limit`` training samples only (quick runs; test accuracy still uses the full split).
+    ``split`` trains on the private side of a public/private protocol
+    (:func:`jaxinv.data.subset`: ``"classes:0-4"`` also restricts the test split to those
+    classes; ``"sample:0.5"`` keeps the full test split).
     Checkpoints every epoch (orbax, ``workdir/train_ckpt``) and resumes from the latest
     one, so calling again with more epochs continues training; resuming with other
     settings raises ``ValueError``. At the end writes ``workdir/model.json`` (meta with
@@ -128,8 +132,12 @@ def fit(dataset: str, arch: str, workdir: str | Path, *, epochs: int | None = No
     cfg = _settings(dataset, arch, epochs=epochs, batch_size=batch_size, lr=lr,
                     augment=augment, lr_decay=lr_decay, weight_decay=weight_decay, limit=limit)
     x, y = data.load(dataset, "train", data_dir=data_dir)
-    x, y = x[:limit], y[:limit]
     xt, yt = data.load(dataset, "test", data_dir=data_dir)
+    if split:
+        x, y = data.subset(x, y, split, "private")
+        if split.startswith("classes:"):
+            xt, yt = data.subset(xt, yt, split)
+    x, y = x[:limit], y[:limit]
     k = _num_classes(dataset, x, y, xt, yt)
     cfg["batch_size"] = min(cfg["batch_size"], len(x))
     module = create(arch, k, **arch_kwargs)
@@ -141,6 +149,7 @@ def fit(dataset: str, arch: str, workdir: str | Path, *, epochs: int | None = No
             "rng": jnp.array(jax.random.key_data(jax.random.key(seed)))}
     config = json.loads(json.dumps({  # tuples -> lists, as read back
         "dataset": dataset, "arch": arch, "arch_kwargs": arch_kwargs, "seed": seed,
+        "split": split,
         **{c: cfg[c] for c in ("batch_size", "lr", "lr_decay", "weight_decay", "augment",
                                "limit")}}))
     workdir = Path(workdir).absolute()
@@ -152,7 +161,7 @@ def fit(dataset: str, arch: str, workdir: str | Path, *, epochs: int | None = No
     meta = {"arch": arch, "arch_kwargs": arch_kwargs, "dataset": dataset, "num_classes": k,
             "input_shape": list(x.shape[1:]), "epochs": max(cfg["epochs"], int(ckpt["epoch"])),
             **{c: config[c] for c in ("lr", "lr_decay", "batch_size", "weight_decay",
-                                      "augment", "seed", "limit")},
+                                      "augment", "seed", "limit", "split")},
             "train_seconds": round(time.perf_counter() - tic, 2)}  # this call's epochs
     meta["last_epoch_loss_acc"] = [round(float(v), 5) for v in history[-1]] if history else None
     return _save(workdir, Classifier(module, variables_of(state), meta), (x, y), (xt, yt))
@@ -192,8 +201,10 @@ def _num_classes(dataset: str, x: np.ndarray, y: np.ndarray, xt: np.ndarray,
     return hi + 1
 
 
-def _open(workdir: Path, config: dict, ckpt: dict, name: str | None):
-    """The checkpoint manager of ``workdir`` and the checkpoint to start from."""
+def _open(workdir: Path, config: dict, ckpt: dict, name: str | None,
+          keys: tuple[str, ...] = _CONFIG_KEYS):
+    """The checkpoint manager of ``workdir`` and the checkpoint to start from; a checkpoint
+    saved with other ``config[keys]`` is refused."""
     import orbax.checkpoint as ocp
 
     cfg_path = workdir / "train_config.json"
@@ -205,7 +216,7 @@ def _open(workdir: Path, config: dict, ckpt: dict, name: str | None):
         cfg_path.write_text(json.dumps(config, indent=1, allow_nan=False))
         return mngr, ckpt
     saved = json.loads(cfg_path.read_text()) if cfg_path.exists() else config
-    diff = {c: (saved.get(c), config[c]) for c in _CONFIG_KEYS if saved.get(c) != config[c]}
+    diff = {c: (saved.get(c), config[c]) for c in keys if saved.get(c) != config[c]}
     if diff:
         raise ValueError(f"{workdir} holds a checkpoint trained with other settings "
                          f"(saved, requested): {diff}; use a new workdir or the same settings")
@@ -222,7 +233,7 @@ def _open(workdir: Path, config: dict, ckpt: dict, name: str | None):
             mngr.reload()
             continue
         if name:
-            print(f"train: resuming {name} from epoch {step} ({workdir})")
+            print(f"train: resuming {name} from step {step} ({workdir})")
         return mngr, restored
     raise ValueError(f"no intact training checkpoint in {workdir / 'train_ckpt'}; delete "
                      f"{workdir} to train afresh")

@@ -1,0 +1,7 @@
+"""Sub-commands of ``jaxinv`` that live outside :mod:`jaxinv.cli`, one module each.
+
+A module here defines ``add(sub)`` (adds its argparse sub-parser(s) to ``sub``) and
+``COMMANDS`` (name -> ``fn(args)``); :mod:`jaxinv.cli` loads every module in ``MODULES``.
+"""
+
+MODULES = ("jaxinv.commands.train_gan",)
