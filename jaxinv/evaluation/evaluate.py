@@ -18,17 +18,19 @@ from jaxinv.evaluation import results
 TOP_EXPOSED = 16
 
 
-def _private(spec: str, data_dir: str | Path | None) -> tuple[np.ndarray, np.ndarray]:
+def _private(spec: str, data_dir: str | Path | None,
+             protocol: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     name, sep, split = spec.rpartition(":")
     if not sep or not name:
         raise ValueError(f"--private wants DATASET:SPLIT (e.g. mnist:train), got {spec!r}")
-    return data.load(name, split, data_dir=data_dir)
+    x, y = data.load(name, split, data_dir=data_dir)
+    return tuple(data.subset(x, y, protocol, "private")) if protocol else (x, y)
 
 
 def evaluate(run: str | Path, eval_dir: str | Path, private: str, *, k: int = 5,
              correct_only: bool = False, inception: str | Path | None = None,
              inception_max: int = 2000, seed: int = 0, data_dir: str | Path | None = None,
-             progress: bool = True) -> dict[str, Any]:
+             progress: bool = True, split: str | None = None) -> dict[str, Any]:
     """Compute leakage metrics of ``run``'s reconstructions against the private set.
 
     Features are the evaluation classifier's penultimate activations. Adds to
@@ -43,7 +45,9 @@ def evaluate(run: str | Path, eval_dir: str | Path, private: str, *, k: int = 5,
     ``seed``-ed random subset, since 299x299 features are costly on CPU), and
     ``per_sample`` (``ddcs_proxy`` summary: ``resilient_fraction``, ``score_mean``,
     ``most_exposed`` private indices, mean distance of each private sample to its nearest
-    same-class reconstruction in feature and in pixel space). Writes ``run/per_sample.npz``
+    same-class reconstruction in feature and in pixel space). ``split`` restricts the
+    private set to the private side of a protocol (:func:`jaxinv.data.subset`, e.g.
+    ``"sample:0.5"``). Writes ``run/per_sample.npz``
     (per-sample ``score``, ``dist`` (features), ``dist_pixel``, ``hits``, ``tau``, and the
     most exposed images beside their nearest reconstructions).
 
@@ -76,7 +80,7 @@ def evaluate(run: str | Path, eval_dir: str | Path, private: str, *, k: int = 5,
     run = Path(run)
     record, x, y = _load_run(run)
     evaluator = load_classifier(eval_dir)
-    xp, yp, priv_index = _private_of(private, data_dir, x, y)
+    xp, yp, priv_index = _private_of(private, data_dir, x, y, split)
     tic = time.perf_counter()
     t, n = x.shape[:2]
     xr, yr = x.reshape(t * n, *x.shape[2:]), np.repeat(y, n)
@@ -111,7 +115,7 @@ def evaluate(run: str | Path, eval_dir: str | Path, private: str, *, k: int = 5,
         "psnr": float(np.mean(metrics.psnr(xr, xp[match]))),
         "ssim": float(np.mean(metrics.ssim(xr, xp[match]))),
         "attack_acc_top1_std_over_chains": float(correct.reshape(t, n).mean(0).std()),
-        "nearest_identity_top1": _identity(xr, yr, private, data_dir),
+        "nearest_identity_top1": _identity(xr, yr, private, data_dir, split),
         "per_class_eval": per_class, "per_sample": summary})
     if incep is not None:
         m.update(_fid_inception(incep, xr, xp, inception_max, seed))
@@ -146,10 +150,10 @@ def _prdc(fp, fr, yp, yr, k: int, kw: dict) -> dict:
     return {**out, "k": k_eff}
 
 
-def _identity(xr, yr, private: str, data_dir) -> float:
+def _identity(xr, yr, private: str, data_dir, split=None) -> float:
     """Non-learned check: share of reconstructions whose most correlated private training
     image (all classes searched) has their class."""
-    xa, ya = _private(private, data_dir)
+    xa, ya = _private(private, data_dir, split)
     return metrics.nearest_identity_rate(xr, yr, xa, ya)
 
 
@@ -167,9 +171,9 @@ def _load_run(run: Path) -> tuple[dict, np.ndarray, np.ndarray]:
     return json.loads(res_path.read_text()), rec["x"], np.asarray(rec["y"])
 
 
-def _private_of(private: str, data_dir, x: np.ndarray, y: np.ndarray):
+def _private_of(private: str, data_dir, x: np.ndarray, y: np.ndarray, split=None):
     """The private samples of the attacked classes, and their indices in the full set."""
-    xp, yp = _private(private, data_dir)
+    xp, yp = _private(private, data_dir, split)
     if xp.shape[1:] != x.shape[2:]:
         raise ValueError(f"private set {private} has images {list(xp.shape[1:])}, the "
                          f"reconstructions {list(x.shape[2:])}")

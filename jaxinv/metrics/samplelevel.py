@@ -76,9 +76,9 @@ def ddcs_proxy(priv_feats, priv_labels, rec_feats, rec_labels, *, k: int = 5,
 
 
 def summarize(scores: SampleScores, labels, top: int = 16) -> dict:
-    """Headline numbers of a :func:`ddcs_proxy` result: resilient fraction, mean and max
-    score, the ``top`` most exposed sample indices, and per-class resilient fraction
-    and mean score.
+    """Headline numbers of a :func:`ddcs_proxy` result: resilient fraction, ``exposed``
+    (samples with a score above 0) out of ``samples``, mean and max score, the ``top``
+    most exposed sample indices, and per-class resilient fraction and mean score.
 
     Example:
         >>> priv_f = np.array([[0.0], [1.0], [2.0], [10.0], [11.0], [12.0]])
@@ -98,6 +98,7 @@ def summarize(scores: SampleScores, labels, top: int = 16) -> dict:
                                "score_mean": float(np.mean(scores.score[labels == c]))}
                  for c in np.unique(labels)}
     return {"resilient_fraction": float(np.mean(scores.score == 0)),
+            "exposed": int(np.sum(scores.score > 0)), "samples": int(scores.score.size),
             "score_mean": float(np.mean(scores.score)),
             "score_max": float(np.max(scores.score)),
             "most_exposed": [int(i) for i in order],

@@ -61,7 +61,7 @@ DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
 }
 PROGRESS_EVERY = 50  # steps between progress-bar updates (each one a host sync)
 _CONFIG_KEYS = ("dataset", "arch", "arch_kwargs", "batch_size", "lr", "lr_decay",
-                "weight_decay", "augment", "seed", "limit", "split")
+                "weight_decay", "augment", "seed", "limit", "split", "side")
 
 
 def _step_fn(module, tx, augment: int):
@@ -105,16 +105,17 @@ def fit(dataset: str, arch: str, workdir: str | Path, *, epochs: int | None = No
         lr_decay: float | None = None, augment: int | None = None, seed: int = 0,
         arch_kwargs: dict | None = None, progress: bool = True,
         data_dir: str | Path | None = None, limit: int | None = None,
-        split: str | None = None) -> Classifier:
+        split: str | None = None, side: str = "private") -> Classifier:
     """Train ``arch`` on ``dataset``'s train split with Adam(W); save it in ``workdir``.
 
     Defaults for ``epochs``, ``lr``, ``lr_decay`` (per-epoch factor), ``batch_size`` and
     ``augment`` (random shifts of up to that many pixels) come from
     ``DEFAULTS[(dataset, arch)]``, else ``DEFAULT``. ``limit`` trains on the first
     ``limit`` training samples only (quick runs; test accuracy still uses the full split).
-    ``split`` trains on the private side of a public/private protocol
-    (:func:`jaxinv.data.subset`: ``"classes:0-4"`` also restricts the test split to those
-    classes; ``"sample:0.5"`` keeps the full test split).
+    ``split`` trains on the ``side`` (``"private"``, or ``"public"`` for an attacker's
+    public-data model) of a public/private protocol (:func:`jaxinv.data.subset`:
+    ``"classes:0-4"`` also restricts the test split to those classes; ``"sample:0.5"``
+    keeps the full test split).
     Checkpoints every epoch (orbax, ``workdir/train_ckpt``) and resumes from the latest
     one, so calling again with more epochs continues training; resuming with other
     settings raises ``ValueError``. At the end writes ``workdir/model.json`` (meta with
@@ -134,7 +135,7 @@ def fit(dataset: str, arch: str, workdir: str | Path, *, epochs: int | None = No
     x, y = data.load(dataset, "train", data_dir=data_dir)
     xt, yt = data.load(dataset, "test", data_dir=data_dir)
     if split:
-        x, y = data.subset(x, y, split, "private")
+        x, y = data.subset(x, y, split, side)
         if split.startswith("classes:"):
             xt, yt = data.subset(xt, yt, split)
     x, y = x[:limit], y[:limit]
@@ -149,7 +150,7 @@ def fit(dataset: str, arch: str, workdir: str | Path, *, epochs: int | None = No
             "rng": jnp.array(jax.random.key_data(jax.random.key(seed)))}
     config = json.loads(json.dumps({  # tuples -> lists, as read back
         "dataset": dataset, "arch": arch, "arch_kwargs": arch_kwargs, "seed": seed,
-        "split": split,
+        "split": split, "side": side if split else None,
         **{c: cfg[c] for c in ("batch_size", "lr", "lr_decay", "weight_decay", "augment",
                                "limit")}}))
     workdir = Path(workdir).absolute()
@@ -161,7 +162,7 @@ def fit(dataset: str, arch: str, workdir: str | Path, *, epochs: int | None = No
     meta = {"arch": arch, "arch_kwargs": arch_kwargs, "dataset": dataset, "num_classes": k,
             "input_shape": list(x.shape[1:]), "epochs": max(cfg["epochs"], int(ckpt["epoch"])),
             **{c: config[c] for c in ("lr", "lr_decay", "batch_size", "weight_decay",
-                                      "augment", "seed", "limit", "split")},
+                                      "augment", "seed", "limit", "split", "side")},
             "train_seconds": round(time.perf_counter() - tic, 2)}  # this call's epochs
     meta["last_epoch_loss_acc"] = [round(float(v), 5) for v in history[-1]] if history else None
     return _save(workdir, Classifier(module, variables_of(state), meta), (x, y), (xt, yt))
