@@ -3,6 +3,7 @@
     jaxinv demo --out runs/demo
     jaxinv train --dataset digits --arch cnn --workdir runs/digits_cnn
     jaxinv attack mi-face --target W --eval-model W2 --chains N --steps S --out D
+    jaxinv attack gmi --target W --generator G --eval-model W2 --out D
     jaxinv serve --target W --defense "round:2,topk:3" --port 8000
     jaxinv attack zo --remote http://127.0.0.1:8000 --eval-model W2 --out D
     jaxinv defend-matrix --target W --eval-model W2 --out D
@@ -55,6 +56,11 @@ def _attack_parser(q: argparse.ArgumentParser, entry: registry.Entry) -> None:
         q.add_argument("--client-id", default=None, help="--remote: X-Client-Id header")
         q.add_argument("--defense", default="", help='output defenses of the in-process '
                        'target, e.g. "round:2,topk:3" (a --remote server applies its own)')
+    need = {"required": " (required)", "optional": "", "never": " (this attack works in "
+            "pixel space: it refuses one)"}[entry.generator]
+    q.add_argument("--generator", metavar="G", default=None,
+                   help="GAN prior workdir from `jaxinv train-gan`: attack in its latent "
+                        "space" + need)
     q.add_argument("--eval-model", required=True, action="append",
                    help="work dir of an evaluation classifier (repeat for several; the first "
                         "gives attack_acc_*, all are in metrics.per_evaluator)")
@@ -72,12 +78,15 @@ def _attack_parser(q: argparse.ArgumentParser, entry: registry.Entry) -> None:
     for o in registry.options(entry):
         flag = "--" + o.name.replace("_", "-")
         shown = o.default.__name__ if callable(o.default) else o.default
+        text = f"default {shown}"
+        if o.name in (entry.latent or {}):
+            text += f"; with --generator {entry.latent[o.name]}"
         if o.kind == "bool":
             g.add_argument(flag, dest=f"opt_{o.name}", action=argparse.BooleanOptionalAction,
-                           default=argparse.SUPPRESS, help=f"default {shown}")
+                           default=argparse.SUPPRESS, help=text)
         else:
             g.add_argument(flag, dest=f"opt_{o.name}", type=types[o.kind],
-                           default=argparse.SUPPRESS, help=f"default {shown}")
+                           default=argparse.SUPPRESS, help=text)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -113,6 +122,8 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--run", required=True, help="attack run directory (holds results.json)")
     e.add_argument("--eval-model", required=True, help="work dir of the evaluation classifier")
     e.add_argument("--private", required=True, help="private training set, DATASET:SPLIT")
+    e.add_argument("--split", default=None,
+                   help="only the private side of a protocol (e.g. sample:0.5)")
     e.add_argument("--k", type=int, default=5, help="neighbours for PRDC and ddcs_proxy radii")
     e.add_argument("--correct-only", action="store_true",
                    help="KNN distance over correctly classified reconstructions only")
@@ -202,14 +213,15 @@ def _evaluate(args) -> None:
 
     m = evaluate(args.run, args.eval_model, args.private, k=args.k,
                  correct_only=args.correct_only, inception=args.inception,
-                 inception_max=args.inception_max)["metrics"]
+                 inception_max=args.inception_max, split=args.split)["metrics"]
     print(json.dumps({k: round(m[k], 4) if isinstance(m[k], float) else m[k] for k in (
         "attack_acc_top1", "knn_dist", "fid_eval", "precision", "recall", "density",
         "coverage", "psnr", "ssim")}))
     if "prdc_note" in m:
         print(f"note: {m['prdc_note']}")
     ps = m["per_sample"]
-    print(f"per sample ({args.private}): {ps['resilient_fraction']:.1%} resilient, "
+    print(f"per sample ({args.private}): {ps['resilient_fraction']:.1%} resilient "
+          f"({ps['exposed']} of {ps['samples']} exposed), "
           f"mean ddcs_proxy {ps['score_mean']:.4f}; most exposed: {ps['most_exposed']}")
     print(f"metrics added to {args.run}/results.json; arrays in {args.run}/per_sample.npz")
 
@@ -226,9 +238,10 @@ def _attack(args) -> None:
     rec = invert(args.attack, args.target, args.eval_model, args.out, chains=args.chains,
                  steps=args.steps, classes=args.classes, seed=args.seed, chunk=args.chunk,
                  segment=args.segment, options=opts, remote=getattr(args, "remote", None),
-                 client_options=client)
+                 client_options=client, generator=args.generator)
     m = rec["metrics"]
     print(json.dumps({k: m[k] for k in ("attack_acc_top1", "attack_acc_top5", "init_acc_top1",
+                                        "attack_acc_top1_selected", "attack_acc_top5_selected",
                                         "target_confidence", "queries_total",
                                         "queries_per_chain") if k in m}))
     print(f"results in {args.out}/results.json")

@@ -9,6 +9,7 @@ command-line names to factories; a new attack is one file plus one :func:`regist
 
 from jaxinv.attacks import priors, stops
 from jaxinv.attacks.brep import BREPInfo, BREPState, brep_mi
+from jaxinv.attacks.gmi import GMIEnv, gmi, gmi_env
 from jaxinv.attacks.gradient_inversion import (
     GIInfo,
     GIState,
@@ -23,12 +24,17 @@ from jaxinv.attacks.zo_inversion import ZOInfo, ZOState, zo_inversion
 
 register("mi-face", mi_face, "white-box", "MI-Face (Fredrikson et al. 2015), white-box",
          convert={"process": priors.get_process})
+register("gmi", gmi, "white-box", "GMI (Zhang et al. 2020), white-box in a GAN's latent space",
+         skip=("generator", "critic", "z_dim"), generator="required")
 register("zo", zo_inversion, "score", "score-based zeroth-order inversion, black-box",
-         skip=("z_shape",))
+         skip=("z_shape",), generator="optional",
+         latent={"init_range": (-1.0, 1.0), "box": (-1.0, 1.0), "smoothing": 0.1})
 register("label-only", brep_mi, "label", "label-only boundary repulsion (BREP-MI style)",
-         skip=("z_shape",))
+         skip=("z_shape",), generator="optional",  # BREP-MI's latent settings
+         latent={"start": "normal", "box": (-1.5, 1.5), "radius": 2.0, "normalize": False})
 
-__all__ = ["REGISTRY", "BREPInfo", "BREPState", "Entry", "GIInfo", "GIState", "ZOInfo",
-           "ZOState", "brep_mi", "class_cost", "get", "gradient_inversion", "mi_face",
+__all__ = ["REGISTRY", "BREPInfo", "BREPState", "Entry", "GIInfo", "GIState", "GMIEnv",
+           "ZOInfo", "ZOState", "brep_mi", "class_cost", "get", "gmi", "gmi_env",
+           "gradient_inversion", "mi_face",
            "normal", "options", "priors", "register", "stops", "uniform", "zeros",
            "zo_inversion"]

@@ -4,12 +4,17 @@ An entry names the factory and its kind: ``"white-box"`` factories are called as
 ``factory(apply_logits, input_shape, **options)``, black-box ones (``"score"``,
 ``"label"``) as ``factory(input_shape, **options)`` and run through an oracle. The
 ``jaxinv attack NAME`` options are derived from the factory's keyword-only parameters
-(their names, defaults and annotations), so an option is declared once.
+(their names, defaults and annotations), so an option is declared once. ``generator``
+says whether the attack runs in a GAN prior's latent space (``jaxinv attack NAME
+--generator G``): ``"never"``, ``"optional"`` (a black-box kernel built with ``decode``
+and ``z_shape``; ``latent`` holds its option defaults for latent runs) or ``"required"``.
 
 Example:
     >>> from jaxinv.attacks import REGISTRY, register
-    >>> sorted(REGISTRY)[:2]
-    ['label-only', 'mi-face']
+    >>> sorted(REGISTRY)[:3]
+    ['gmi', 'label-only', 'mi-face']
+    >>> REGISTRY["gmi"].generator, REGISTRY["zo"].generator
+    ('required', 'optional')
 """
 
 from __future__ import annotations
@@ -19,25 +24,30 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 KINDS = ("white-box", "score", "label")
+GENERATOR = ("never", "optional", "required")
 
 
 class Entry(NamedTuple):
     """A registered attack: ``factory``, ``kind``, one-line ``help``, ``skip`` (keyword
-    parameters not offered on the command line) and ``convert`` (``{option: str -> value}``
-    for options given by name, e.g. a Process)."""
+    parameters not offered on the command line), ``convert`` (``{option: str -> value}``
+    for options given by name, e.g. a Process), ``generator`` (one of :data:`GENERATOR`)
+    and ``latent`` (option defaults when it runs in a generator's latent space)."""
 
     factory: Callable[..., Any]
     kind: str
     help: str
     skip: tuple[str, ...] = ()
     convert: dict[str, Callable[[str], Any]] | None = None
+    generator: str = "never"
+    latent: dict[str, Any] | None = None
 
 
 REGISTRY: dict[str, Entry] = {}
 
 
 def register(name: str, factory: Callable[..., Any], kind: str, help: str = "", *,
-             skip: tuple[str, ...] = (), convert: dict | None = None) -> Entry:
+             skip: tuple[str, ...] = (), convert: dict | None = None,
+             generator: str = "never", latent: dict | None = None) -> Entry:
     """Register ``factory`` as attack ``name`` (``jaxinv attack name`` and ``invert``).
 
     Example:
@@ -48,10 +58,12 @@ def register(name: str, factory: Callable[..., Any], kind: str, help: str = "", 
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if generator not in GENERATOR:
+        raise ValueError(f"generator must be one of {GENERATOR}, got {generator!r}")
     if not callable(factory):
         raise TypeError(f"factory must be callable, got {factory!r}")
     REGISTRY[name] = Entry(factory, kind, help or (factory.__doc__ or name).split("\n")[0],
-                           tuple(skip), convert or {})
+                           tuple(skip), convert or {}, generator, dict(latent or {}))
     return REGISTRY[name]
 
 

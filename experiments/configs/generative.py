@@ -1,0 +1,64 @@
+"""Generative model inversion side by side: one target, one evaluator, every attack.
+
+    JAXINV_DATA_DIR=../shared/data python experiments/generative.py \
+        experiments/configs/generative.py:mnist
+    python experiments/generative.py experiments/configs/generative.py:digits,smoke
+
+Variant: ``DATASET[,smoke][,ATTACK...]``. DATASET is ``mnist``, ``fashion_mnist`` or
+``digits``; ``smoke`` shrinks everything for tests; naming attacks runs only those (e.g.
+``mnist,gmi`` or ``mnist,p2i,smoke``). Protocol: GMI's MNIST protocol, private classes
+0-4 (the target and the evaluator are trained on them), public classes 5-9 (the GAN
+prior and P2I's embedding network see only these). Attacks (``ATTACKS``): MI-Face in
+pixels, GMI, zeroth-order and label-only in the GAN's latent space, label-only in pixels
+(the baseline of the latent one), P2I, and GMI with the fine-tuned generator.
+"""
+
+import ml_collections
+
+ATTACKS = ("mi-face", "gmi", "zo-latent", "label-only-latent", "label-only-pixel", "p2i",
+           "gmi-finetuned")
+DATASETS = ("mnist", "fashion_mnist", "digits")
+
+
+def get_config(variant: str = "mnist") -> ml_collections.ConfigDict:
+    parts = [p for p in variant.split(",") if p]
+    dataset = parts[0] if parts and parts[0] in DATASETS else None
+    smoke = "smoke" in parts
+    attacks = tuple(p for p in parts if p in ATTACKS) or ATTACKS
+    unknown = [p for p in parts if p not in (*DATASETS, *ATTACKS, "smoke")]
+    if dataset is None or unknown:
+        raise ValueError(f"variant {variant!r}: want DATASET[,smoke][,ATTACK...] with DATASET "
+                         f"in {DATASETS} and ATTACK in {ATTACKS}")
+    cfg = ml_collections.ConfigDict()
+    cfg.dataset = dataset
+    cfg.workdir = f"runs/generative/{dataset}" + ("_smoke" if smoke else "")
+    cfg.private = "classes:0-4"
+    cfg.public = "classes:5-9"
+    cfg.classes = [0, 1, 2, 3, 4]
+    cfg.target_arch, cfg.eval_arch, cfg.embed_arch = "cnn", "resnet", "cnn"
+    cfg.attacks = attacks
+    cfg.seed = 0
+    cfg.train = {} if not smoke else {"epochs": 1, "limit": 512}
+    cfg.gan = {"steps": 4000, "width": 32, "critic_width": 16}
+    cfg.chains = 32  # reconstructions per class for every attack but P2I
+    big = ml_collections.ConfigDict({
+        "mi-face": {"steps": 500, "options": {"lr": 0.05, "tv": 0.5}},
+        "gmi": {"steps": 1500, "options": {}},
+        "zo-latent": {"steps": 500, "options": {"queries_per_step": 20}},
+        "label-only-latent": {"steps": 300, "options": {"spheres": 32}},
+        "label-only-pixel": {"steps": 300, "options": {"spheres": 32}},
+        "p2i": {"n_samples": 5000, "public_max": 5000, "steps": 2000},
+        "finetune": {"steps": 300},
+    })
+    cfg.attack = big
+    if smoke:
+        cfg.chains = 2
+        cfg.gan = {"steps": 20, "width": 4, "critic_width": 4}
+        for name in ("mi-face", "gmi", "zo-latent", "label-only-latent", "label-only-pixel"):
+            cfg.attack[name].steps = 3
+        cfg.attack["zo-latent"].options.queries_per_step = 4
+        cfg.attack["label-only-latent"].options.spheres = 4
+        cfg.attack["label-only-pixel"].options.spheres = 4
+        cfg.attack.p2i = {"n_samples": 200, "public_max": 200, "steps": 5}
+        cfg.attack.finetune = {"steps": 3}
+    return cfg
