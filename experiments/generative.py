@@ -35,8 +35,8 @@ from jaxinv.workflows.invert import invert
 LATENT = {"gmi": "gmi", "zo-latent": "zo", "label-only-latent": "label-only",
           "gmi-finetuned": "gmi"}
 PIXEL = {"mi-face": "mi-face", "label-only-pixel": "label-only"}
-COLUMNS = ("attack", "top1", "top5", "knn_dist", "fid_eval", "resilient", "exposed",
-           "queries", "wall_s")
+COLUMNS = ("attack", "per_class", "top1", "top5", "knn_dist", "fid_eval", "resilient",
+           "exposed", "queries", "wall_s")
 
 
 def model(cfg, arch: str, workdir: Path, split: str, side: str = "private"):
@@ -69,7 +69,8 @@ def run_attack(cfg, name: str, dirs: dict[str, Path], work: Path) -> Path:
     if (out / "results.json").exists() and "wall_s" in _timing(out):
         return out
     a = cfg.attack
-    common = dict(chains=cfg.chains, classes=list(cfg.classes), seed=cfg.seed)
+    chains = a[name].get("chains", cfg.chains) if name in a else cfg.chains
+    common = dict(chains=chains, classes=list(cfg.classes), seed=cfg.seed)
     if name in PIXEL:
         invert(PIXEL[name], dirs["target"], dirs["eval"], out, steps=a[name].steps,
                options=a[name].options.to_dict(), **common)
@@ -109,7 +110,9 @@ def row(name: str, out: Path) -> dict:
     rec = json.loads((out / "results.json").read_text())
     m, t = rec["metrics"], rec.get("timing", {})
     ps = m.get("per_sample", {})
-    return {"attack": name, "top1": m.get("attack_acc_top1"), "top5": m.get("attack_acc_top5"),
+    per_class = int(np.load(out / "reconstructions.npz")["x"].shape[1])
+    return {"attack": name, "per_class": per_class, "top1": m.get("attack_acc_top1"),
+            "top5": m.get("attack_acc_top5"),
             "knn_dist": m.get("knn_dist"), "fid_eval": m.get("fid_eval"),
             "resilient": ps.get("resilient_fraction"), "exposed": ps.get("exposed"),
             "queries": m.get("queries_total", 0),
@@ -117,12 +120,13 @@ def row(name: str, out: Path) -> dict:
 
 
 def table(rows: list[dict]) -> str:
-    head = ("| attack | top-1 | top-5 | KNN dist | FID (eval) | resilient | exposed | "
-            "queries | wall s |")
+    head = ("| attack | images/class | top-1 | top-5 | KNN dist | FID (eval) | resilient | "
+            "exposed | queries | wall s |")
     lines = [head, "|" + "---|" * len(COLUMNS)]
     for r in rows:
         f = lambda v, fmt: "n/a" if v is None else format(v, fmt)
-        lines.append(f"| {r['attack']} | {f(r['top1'], '.3f')} | {f(r['top5'], '.3f')} | "
+        lines.append(f"| {r['attack']} | {r['per_class']} | {f(r['top1'], '.3f')} | "
+                     f"{f(r['top5'], '.3f')} | "
                      f"{f(r['knn_dist'], '.1f')} | {f(r['fid_eval'], '.1f')} | "
                      f"{f(r['resilient'], '.4f')} | {r['exposed']} | {r['queries']:,} | "
                      f"{r['wall_s']:.0f} |")

@@ -4,4 +4,4 @@ A module here defines ``add(sub)`` (adds its argparse sub-parser(s) to ``sub``) 
 ``COMMANDS`` (name -> ``fn(args)``); :mod:`jaxinv.cli` loads every module in ``MODULES``.
 """
 
-MODULES = ("jaxinv.commands.train_gan",)
+MODULES = ("jaxinv.commands.train_gan", "jaxinv.commands.p2i", "jaxinv.commands.finetune_gan")

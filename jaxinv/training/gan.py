@@ -281,14 +281,16 @@ def load_gan(workdir: str | Path) -> GAN:
                                 "`jaxinv train-gan --workdir ...`")
     try:
         meta = json.loads(meta_path.read_text())
-        template = random_gan(meta["out_shape"], meta["width"], meta["z_dim"],
-                              critic_width=meta["critic_width"])
+        g, d = Generator(tuple(meta["out_shape"]), meta["width"]), Critic(meta["critic_width"])
+        abstract = jax.eval_shape(lambda: {  # shapes only: no initialisation is run
+            "G": g.init(jax.random.key(0), jnp.zeros((1, meta["z_dim"]))),
+            "D": d.init(jax.random.key(0), jnp.zeros((1, *meta["out_shape"])))})
         with ocp.StandardCheckpointer() as ckptr:
-            variables = ckptr.restore(workdir / "variables", template.variables)
+            variables = ckptr.restore(workdir / "variables", abstract)
     except Exception as e:
         raise ValueError(f"GAN in {workdir} is damaged ({type(e).__name__}: "
                          f"{_first_line(e)}); retrain it with `jaxinv train-gan`") from None
-    return template._replace(variables=jax.tree.map(jnp.asarray, variables), meta=meta)
+    return GAN(g, d, jax.tree.map(jnp.asarray, variables), meta)
 
 
 def public_images(dataset: str, public: str, data_dir: str | Path | None = None
