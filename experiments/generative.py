@@ -85,7 +85,7 @@ def run_attack(cfg, name: str, dirs: dict[str, Path], work: Path) -> Path:
         rec = invert("gmi", dirs["target"], dirs["eval"], out, steps=a.gmi.steps,
                      options=a.gmi.options.to_dict(), generator=ft, unroll=1, **common)
         rec["timing"]["finetune_s"] = json.loads((ft / "gan.json").read_text()).get(
-            "train_seconds_total", time.perf_counter() - tic)
+            "finetune_seconds_total", time.perf_counter() - tic)
         results.write_json(out / "results.json", rec)
     elif name in LATENT:
         invert(LATENT[name], dirs["target"], dirs["eval"], out, steps=a[name].steps,

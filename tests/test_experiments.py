@@ -49,3 +49,36 @@ def test_figure_puts_real_images_above_reconstructions(tmp_path):
     xs, ys = data.load("digits", "train")
     first0 = xs[np.flatnonzero(ys == 0)[0], ..., 0]
     np.testing.assert_allclose(img[4:36:4, 4:36:4] / 255, first0, atol=1 / 255)
+
+
+def _generative():
+    path = ROOT / "experiments" / "generative.py"
+    spec = importlib.util.spec_from_file_location("exp_generative", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_generative_smoke_runs_every_attack_and_writes_the_table(tmp_path):
+    gen = _generative()
+    rows = gen.main([str(ROOT / "experiments" / "configs" / "generative.py:digits,smoke"),
+                     "--workdir", str(tmp_path)])
+    assert [r["attack"] for r in rows] == list(gen.load_config(
+        str(ROOT / "experiments" / "configs" / "generative.py:digits")).attacks)
+    by = {r["attack"]: r for r in rows}
+    assert by["mi-face"]["queries"] == 0 and by["gmi"]["queries"] == 0
+    assert by["zo-latent"]["queries"] == 5 * 2 * 3 * (4 + 1)  # classes * chains * steps * N+1
+    assert by["p2i"]["queries"] == 200 + 200  # generator samples + public images, once
+    assert all(0 <= r["resilient"] <= 1 and r["top1"] is not None for r in rows)
+    table = (tmp_path / "table.md").read_text()
+    assert table.count("\n") == len(rows) + 2 and "| gmi-finetuned |" in table
+    assert (tmp_path / "grid.png").exists() and (tmp_path / "gan_finetuned" / "gan.json").exists()
+    # a second call reuses every finished run
+    assert gen.main([str(ROOT / "experiments" / "configs" / "generative.py:digits,smoke"),
+                     "--workdir", str(tmp_path)]) == rows
+
+
+def test_generative_variant_errors():
+    with pytest.raises(ValueError, match="variant"):
+        _generative().load_config(str(ROOT / "experiments" / "configs" /
+                                      "generative.py:mnist,bogus"))

@@ -70,10 +70,12 @@ def test_wrong_image_shape_is_a_clear_error(models):
         clf.logits(np.zeros((2, 28, 28, 1), np.float32))
 
 
-def test_quickstart_notebook_runs(tmp_path):
+@pytest.mark.parametrize("name, expect", [("quickstart", "evaluator top-1"),
+                                          ("generative", "one-time queries")])
+def test_notebook_runs(name, expect, tmp_path):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
-    nb = nbformat.read(Path(__file__).parents[1] / "colab" / "quickstart.ipynb", as_version=4)
+    nb = nbformat.read(Path(__file__).parents[1] / "colab" / f"{name}.ipynb", as_version=4)
     os.environ.update(JAXINV_SMOKE="1", JAXINV_NB_WORK=str(tmp_path / "work"))
     try:
         nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
@@ -83,7 +85,7 @@ def test_quickstart_notebook_runs(tmp_path):
             os.environ.pop(k, None)
     text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
                    for o in c.get("outputs", []))
-    assert "evaluator top-1" in text
+    assert expect in text
 
 
 def test_demo_runs(tmp_path, capsys):
