@@ -166,7 +166,7 @@ def train_encoder(pairs: Any, gan: Any, embed: Any, workdir: str | Path, *,
         "latent_weight": latent_weight, "image_weight": image_weight, "id_weight": id_weight,
         "seed": seed, "num_classes": k, "z_dim": z_dim, "out_shape": out_shape,
         "pairs_digest": _digest(p_syn, z_syn, p_pub, x_pub), "n_synthetic": len(p_syn),
-        "n_public": len(p_pub)}))
+        "n_public": len(p_pub)}, allow_nan=False))
     ckpt = {"state": init_state(enc0.variables, tx), "step": jnp.zeros((), jnp.int32)}
     workdir = Path(workdir).absolute()
     mngr, ckpt = _open(workdir, config, ckpt, "encoder" if progress else None,

@@ -167,7 +167,8 @@ def train_gan(x_public: np.ndarray, workdir: str | Path, *, steps: int = 10_000,
     config = json.loads(json.dumps({
         "batch_size": batch_size, "lr": lr, "b1": b1, "b2": b2, "n_critic": n_critic,
         "gp": gp, "z_dim": z_dim, "width": width, "critic_width": critic_width, "seed": seed,
-        "out_shape": list(x.shape[1:]), "n_public": len(x), "public_digest": _digest(x)}))
+        "out_shape": list(x.shape[1:]), "n_public": len(x), "public_digest": _digest(x)},
+        allow_nan=False))
     ckpt = {"g": init_state(gan0.variables["G"], tx), "d": init_state(gan0.variables["D"], tx),
             "step": jnp.zeros((), jnp.int32)}
     workdir = Path(workdir).absolute()
