@@ -4,6 +4,7 @@
     jaxinv train --dataset digits --arch cnn --workdir runs/digits_cnn
     jaxinv attack mi-face --target W --eval-model W2 --chains N --steps S --out D
     jaxinv attack gmi --target W --generator G --eval-model W2 --out D
+    jaxinv attack tldr --target W --eval-model W2 --out D
     jaxinv serve --target W --defense "round:2,topk:3" --port 8000
     jaxinv attack zo --remote http://127.0.0.1:8000 --eval-model W2 --out D
     jaxinv defend-matrix --target W --eval-model W2 --out D
@@ -117,6 +118,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--split", default=None,
                    help="train on the private side of a protocol: classes:0-4 or sample:0.5")
+    t.add_argument("--limit", type=int, default=None,
+                   help="train on the first N training samples only")
 
     e = sub.add_parser("evaluate", help="add class- and sample-level leakage metrics to a run")
     e.add_argument("--run", required=True, help="attack run directory (holds results.json)")
@@ -124,6 +127,8 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--private", required=True, help="private training set, DATASET:SPLIT")
     e.add_argument("--split", default=None,
                    help="only the private side of a protocol (e.g. sample:0.5)")
+    e.add_argument("--limit", type=int, default=None,
+                   help="only the first N private samples (a target trained with --limit N)")
     e.add_argument("--k", type=int, default=5, help="neighbours for PRDC and ddcs_proxy radii")
     e.add_argument("--correct-only", action="store_true",
                    help="KNN distance over correctly classified reconstructions only")
@@ -136,6 +141,9 @@ def _parser() -> argparse.ArgumentParser:
     asub = a.add_subparsers(dest="attack", required=True)
     for name, entry in sorted(registry.REGISTRY.items()):
         _attack_parser(asub.add_parser(name, help=entry.help), entry)
+    for module in _command_modules():  # attacks that are not chain kernels (e.g. tldr)
+        if hasattr(module, "add_attack"):
+            module.add_attack(asub)
 
     v = sub.add_parser("serve", help="serve a trained model over HTTP (a victim API)")
     v.add_argument("--target", required=True, help="work dir of the model to serve")
@@ -204,7 +212,8 @@ def _train(args) -> None:
     from jaxinv.training.classifier import fit
 
     clf = fit(args.dataset, args.arch, args.workdir, epochs=args.epochs, lr=args.lr,
-              batch_size=args.batch_size, seed=args.seed, split=args.split)
+              batch_size=args.batch_size, seed=args.seed, split=args.split,
+              limit=args.limit)
     print(f"test accuracy {clf.meta['test_accuracy']:.4f}; model in {args.workdir}")
 
 
@@ -213,7 +222,8 @@ def _evaluate(args) -> None:
 
     m = evaluate(args.run, args.eval_model, args.private, k=args.k,
                  correct_only=args.correct_only, inception=args.inception,
-                 inception_max=args.inception_max, split=args.split)["metrics"]
+                 inception_max=args.inception_max, split=args.split,
+                 limit=args.limit)["metrics"]
     print(json.dumps({k: round(m[k], 4) if isinstance(m[k], float) else m[k] for k in (
         "attack_acc_top1", "knn_dist", "fid_eval", "precision", "recall", "density",
         "coverage", "psnr", "ssim")}))
@@ -228,6 +238,10 @@ def _evaluate(args) -> None:
 
 def _attack(args) -> None:
     from jaxinv.workflows.invert import invert
+
+    for module in _command_modules():
+        if args.attack in getattr(module, "ATTACKS", {}):
+            return module.ATTACKS[args.attack](args)
 
     opts = {k[4:]: v for k, v in vars(args).items() if k.startswith("opt_")}
     if getattr(args, "defense", ""):

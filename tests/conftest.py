@@ -9,6 +9,17 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 _shared = Path(__file__).resolve().parents[2] / "shared" / "data"
 if "JAXINV_DATA_DIR" not in os.environ and _shared.is_dir():
     os.environ["JAXINV_DATA_DIR"] = str(_shared)
+# One persistent XLA cache per test run, shared by the xdist workers (fresh each run): tests
+# that build the same step in new closures (generators, notebooks, smoke experiments) compile
+# it once. The CLI enables the same cache (``jaxinv.core.enable_compilation_cache``).
+os.environ.setdefault("JAXINV_CACHE_DIR", str(Path(os.environ.get("TMPDIR", "/tmp")) / (
+    "jaxinv-test-xla-" + os.environ.get("PYTEST_XDIST_TESTRUNUID", str(os.getpid())))))
+
+
+def pytest_configure(config):
+    from jaxinv.core import enable_compilation_cache
+
+    enable_compilation_cache()
 
 
 @pytest.fixture(scope="session")

@@ -82,3 +82,22 @@ def test_generative_variant_errors():
     with pytest.raises(ValueError, match="variant"):
         _generative().load_config(str(ROOT / "experiments" / "configs" /
                                       "generative.py:mnist,bogus"))
+
+
+def test_tldr_smoke_writes_tables_and_grids(tmp_path):
+    spec = importlib.util.spec_from_file_location("tldr_exp", ROOT / "experiments" / "tldr.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = module.main([str(ROOT / "experiments" / "configs" / "tldr.py:digits,smoke"),
+                       "--workdir", str(tmp_path)])
+    assert [r["attack"] for r in out["rows"]] == ["tldr", "ni", "mi-face"]
+    assert [r["attack"] for r in out["ablation"]] == ["-grad"]
+    for r in out["rows"]:
+        assert 0 <= r["top1"] <= 1 and r["private"] == 600 and r["exposed"] >= 0
+    like = out["likeness"]["digits"]
+    assert set(like) >= {"real train", "real held-out", "tldr", "auc_train_vs_heldout"}
+    assert 0 <= like["auc_train_vs_heldout"]["membership_score"] <= 1
+    table = (tmp_path / "table.md").read_text()
+    assert "| digits | tldr |" in table and "Ablation (digits)" in table
+    img = np.asarray(Image.open(tmp_path / "digits" / "grid.png"))
+    assert img.shape[0] > 10 * 8 and img.shape[1] > 4 * 8  # 10 classes x (2 samples + 2 nearest)

@@ -71,7 +71,8 @@ def test_wrong_image_shape_is_a_clear_error(models):
 
 
 @pytest.mark.parametrize("name, expect", [("quickstart", "evaluator top-1"),
-                                          ("generative", "one-time queries")])
+                                          ("generative", "one-time queries"),
+                                          ("network_inversion", "training vs held-out")])
 def test_notebook_runs(name, expect, tmp_path):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")

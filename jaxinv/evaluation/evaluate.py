@@ -18,19 +18,23 @@ from jaxinv.evaluation import results
 TOP_EXPOSED = 16
 
 
-def _private(spec: str, data_dir: str | Path | None,
-             protocol: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+def _private(spec: str, data_dir: str | Path | None, protocol: str | None = None,
+             limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     name, sep, split = spec.rpartition(":")
     if not sep or not name:
         raise ValueError(f"--private wants DATASET:SPLIT (e.g. mnist:train), got {spec!r}")
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be >= 1, got {limit}")
     x, y = data.load(name, split, data_dir=data_dir)
-    return tuple(data.subset(x, y, protocol, "private")) if protocol else (x, y)
+    x, y = tuple(data.subset(x, y, protocol, "private")) if protocol else (x, y)
+    return x[:limit], y[:limit]  # as fit(limit=...) trains on the first samples
 
 
 def evaluate(run: str | Path, eval_dir: str | Path, private: str, *, k: int = 5,
              correct_only: bool = False, inception: str | Path | None = None,
              inception_max: int = 2000, seed: int = 0, data_dir: str | Path | None = None,
-             progress: bool = True, split: str | None = None) -> dict[str, Any]:
+             progress: bool = True, split: str | None = None, limit: int | None = None
+             ) -> dict[str, Any]:
     """Compute leakage metrics of ``run``'s reconstructions against the private set.
 
     Features are the evaluation classifier's penultimate activations. Adds to
@@ -47,7 +51,9 @@ def evaluate(run: str | Path, eval_dir: str | Path, private: str, *, k: int = 5,
     ``most_exposed`` private indices, mean distance of each private sample to its nearest
     same-class reconstruction in feature and in pixel space). ``split`` restricts the
     private set to the private side of a protocol (:func:`jaxinv.data.subset`, e.g.
-    ``"sample:0.5"``). Writes ``run/per_sample.npz``
+    ``"sample:0.5"``) and ``limit`` to its first ``limit`` samples (a target trained with
+    ``fit(limit=...)``); ``diversity`` is the mean pairwise feature distance between
+    reconstructions of the same class. Writes ``run/per_sample.npz``
     (per-sample ``score``, ``dist`` (features), ``dist_pixel``, ``hits``, ``tau``, and the
     most exposed images beside their nearest reconstructions).
 
@@ -80,7 +86,7 @@ def evaluate(run: str | Path, eval_dir: str | Path, private: str, *, k: int = 5,
     run = Path(run)
     record, x, y = _load_run(run)
     evaluator = load_classifier(eval_dir)
-    xp, yp, priv_index = _private_of(private, data_dir, x, y, split)
+    xp, yp, priv_index = _private_of(private, data_dir, x, y, split, limit)
     tic = time.perf_counter()
     t, n = x.shape[:2]
     xr, yr = x.reshape(t * n, *x.shape[2:]), np.repeat(y, n)
@@ -110,6 +116,7 @@ def evaluate(run: str | Path, eval_dir: str | Path, private: str, *, k: int = 5,
     m.update({
         "knn_dist": _mean(knn_d2[sel_all]), "knn_dist_correct_only": correct_only,
         "feature_dist": metrics.feature_dist(fr, yr, fp, yp), "fid_eval": metrics.fid(fr, fp),
+        "diversity": metrics.diversity(fr, yr),
         **{key: pr[key] for key in ("precision", "recall", "density", "coverage")},
         "prdc_k": pr["k"], **({"prdc_note": pr["note"]} if "note" in pr else {}),
         "psnr": float(np.mean(metrics.psnr(xr, xp[match]))),
@@ -121,6 +128,7 @@ def evaluate(run: str | Path, eval_dir: str | Path, private: str, *, k: int = 5,
         m.update(_fid_inception(incep, xr, xp, inception_max, seed))
     record.setdefault("timing", {})["evaluate_s"] = round(time.perf_counter() - tic, 2)
     record["evaluation"] = {"eval_model": str(eval_dir), "private": private, "k": k,
+                            "split": split, "limit": limit,
                             "private_samples": len(xp), "reconstructions": len(xr),
                             "versions": results.versions()}
     near = scores.nearest_rec[exposed]
@@ -171,9 +179,10 @@ def _load_run(run: Path) -> tuple[dict, np.ndarray, np.ndarray]:
     return json.loads(res_path.read_text()), rec["x"], np.asarray(rec["y"])
 
 
-def _private_of(private: str, data_dir, x: np.ndarray, y: np.ndarray, split=None):
+def _private_of(private: str, data_dir, x: np.ndarray, y: np.ndarray, split=None,
+                limit=None):
     """The private samples of the attacked classes, and their indices in the full set."""
-    xp, yp = _private(private, data_dir, split)
+    xp, yp = _private(private, data_dir, split, limit)
     if xp.shape[1:] != x.shape[2:]:
         raise ValueError(f"private set {private} has images {list(xp.shape[1:])}, the "
                          f"reconstructions {list(x.shape[2:])}")

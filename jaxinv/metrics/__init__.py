@@ -4,13 +4,21 @@ sample-level (which private training samples are reconstructed: ``ddcs_proxy``).
 All pairwise-distance work runs in chunked, jitted JAX (:mod:`jaxinv.metrics.distances`).
 """
 
-from jaxinv.metrics.classlevel import feature_dist, fid, knn_dist, prdc, psnr, ssim
+from jaxinv.metrics.classlevel import (
+    diversity,
+    feature_dist,
+    fid,
+    knn_dist,
+    prdc,
+    psnr,
+    ssim,
+)
 from jaxinv.metrics.distances import count_within, knn, knn_radius, nearest
 from jaxinv.metrics.identity import nearest_correlated, nearest_identity_rate
 from jaxinv.metrics.samplelevel import SampleScores, ddcs_proxy, summarize
 
 __all__ = [
-    "SampleScores", "count_within", "ddcs_proxy", "feature_dist", "fid", "knn", "knn_dist",
-    "knn_radius", "nearest", "nearest_correlated", "nearest_identity_rate", "prdc", "psnr",
-    "ssim", "summarize",
+    "SampleScores", "count_within", "ddcs_proxy", "diversity", "feature_dist", "fid", "knn",
+    "knn_dist", "knn_radius", "nearest", "nearest_correlated", "nearest_identity_rate", "prdc",
+    "psnr", "ssim", "summarize",
 ]

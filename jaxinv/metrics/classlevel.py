@@ -46,6 +46,25 @@ def feature_dist(rec_feats, rec_labels, priv_feats, priv_labels) -> float:
     return float(np.mean(np.concatenate(d)))
 
 
+def diversity(feats, labels) -> float:
+    """Mean pairwise L2 distance between features of the same class, averaged over classes
+    (classes with one sample are skipped; NaN if none has two).
+
+    Example:
+        >>> diversity(np.array([[0.0, 0], [3, 4], [1, 1]]), [0, 0, 1])
+        5.0
+    """
+    feats, labels = np.asarray(feats, np.float64), np.asarray(labels)
+    out = []
+    for c in np.unique(labels):
+        f = feats[labels == c]
+        if len(f) > 1:
+            sq = np.sum(f ** 2, 1)
+            d2 = np.maximum(sq[:, None] + sq[None] - 2 * f @ f.T, 0)
+            out.append(np.sqrt(d2)[~np.eye(len(f), dtype=bool)].mean())
+    return float(np.mean(out)) if out else float("nan")
+
+
 def fid(feats_a, feats_b) -> float:
     """Fréchet distance between Gaussians fitted to two feature sets (float64).
 

@@ -212,10 +212,13 @@ def _open(workdir: Path, config: dict, ckpt: dict, name: str | None,
     mngr = ocp.CheckpointManager(workdir / "train_ckpt", options=ocp.CheckpointManagerOptions(
         max_to_keep=2, enable_async_checkpointing=False))
     start = mngr.latest_step() or 0
+    # committed to one device, as the loop's outputs will be: else the second step compiles
+    # the loop's step again (jit's cache tells committed from uncommitted arrays)
+    commit = partial(jax.device_put, device=jax.local_devices()[0])
     if not start:
         workdir.mkdir(parents=True, exist_ok=True)
         cfg_path.write_text(json.dumps(config, indent=1, allow_nan=False))
-        return mngr, ckpt
+        return mngr, commit(ckpt)
     saved = json.loads(cfg_path.read_text()) if cfg_path.exists() else config
     diff = {c: (saved.get(c), config[c]) for c in keys if saved.get(c) != config[c]}
     if diff:
@@ -235,7 +238,7 @@ def _open(workdir: Path, config: dict, ckpt: dict, name: str | None,
             continue
         if name:
             print(f"train: resuming {name} from step {step} ({workdir})")
-        return mngr, restored
+        return mngr, commit(restored)
     raise ValueError(f"no intact training checkpoint in {workdir / 'train_ckpt'}; delete "
                      f"{workdir} to train afresh")
 

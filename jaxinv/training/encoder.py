@@ -51,7 +51,8 @@ import optax
 from jaxinv.evaluation import results
 from jaxinv.models import apply_features
 from jaxinv.models.encoder import Encoder, PredictionEncoder, log_input, random_encoder
-from jaxinv.training.classifier import _add_seconds, _first_line, _open
+from jaxinv.training.artifacts import load_artifact, save_artifact
+from jaxinv.training.classifier import _add_seconds, _open
 from jaxinv.training.step import init_state, make_step, variables_of
 
 DEFAULTS: dict[str, Any] = {"steps": 2000, "batch_size": 32, "lr": 3e-3, "kind": "conv",
@@ -281,11 +282,7 @@ def _loop(step, state, data, frozen, start, steps, seed, mngr, workdir, curve, c
 
 
 def _save(workdir: Path, enc: Encoder, meta: dict) -> Encoder:
-    import orbax.checkpoint as ocp
-
-    with ocp.StandardCheckpointer() as ckptr:
-        ckptr.save(workdir / "variables", enc.variables, force=True)
-    (workdir / "encoder.json").write_text(json.dumps(meta, indent=1, allow_nan=False))
+    save_artifact(workdir, enc.variables, meta, "encoder")
     return enc._replace(meta=meta)
 
 
@@ -305,23 +302,19 @@ def load_encoder(workdir: str | Path) -> Encoder:
         >>> load_encoder(d).meta["num_classes"]
         10
     """
-    import orbax.checkpoint as ocp
+    def module(meta):
+        return PredictionEncoder(tuple(meta["out_shape"]), meta["z_dim"], meta["kind"],
+                                 meta["width"], meta["pool"])
 
-    workdir = Path(workdir).absolute()
-    meta_path = workdir / "encoder.json"
-    if not meta_path.exists():
-        raise FileNotFoundError(f"no encoder in {workdir} (encoder.json missing): train one "
-                                "with `jaxinv p2i ...` or jaxinv.training.encoder.train_encoder")
-    try:
-        meta = json.loads(meta_path.read_text())
-        template = random_encoder(meta["num_classes"], meta["out_shape"], meta["z_dim"],
-                                  meta["kind"], meta["width"], meta["pool"])
-        with ocp.StandardCheckpointer() as ckptr:
-            variables = ckptr.restore(workdir / "variables", template.variables)
-    except Exception as e:
-        raise ValueError(f"encoder in {workdir} is damaged ({type(e).__name__}: "
-                         f"{_first_line(e)}); retrain it") from None
-    return template._replace(variables=jax.tree.map(jnp.asarray, variables), meta=meta)
+    def abstract(meta):  # shapes only: no initialisation is run
+        return jax.eval_shape(module(meta).init, jax.random.key(0),
+                              jnp.zeros((1, meta["num_classes"])))
+
+    variables, meta = load_artifact(
+        workdir, "encoder", abstract, "encoder",
+        "train one with `jaxinv p2i ...` or jaxinv.training.encoder.train_encoder",
+        "retrain it")
+    return Encoder(module(meta), variables, meta)
 
 
 __all__ = ["CONFIG_KEYS", "DEFAULTS", "METRICS", "encoder_loss", "load_encoder",

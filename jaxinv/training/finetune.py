@@ -63,6 +63,7 @@ import optax
 from jaxinv.evaluation import results
 from jaxinv.models import Classifier, apply_logits
 from jaxinv.models.gan import GAN
+from jaxinv.training.artifacts import save_artifact
 from jaxinv.training.classifier import _add_seconds, _open
 from jaxinv.training.gan import GRID_SIDE, _grid
 from jaxinv.training.step import TrainState, init_state, variables_of
@@ -505,13 +506,9 @@ def _loop(step, state, env, anchor, start, steps, seed, mngr, workdir, gan, ckpt
 
 
 def _save(workdir: Path, gan: GAN, meta: dict) -> GAN:
-    import orbax.checkpoint as ocp
-
     meta = {**meta, "finetune_seconds_total": round(_add_seconds(workdir, 0.0), 2),
             "versions": results.versions()}
-    with ocp.StandardCheckpointer() as ckptr:
-        ckptr.save(workdir / "variables", gan.variables, force=True)
-    (workdir / "gan.json").write_text(json.dumps(meta, indent=1, allow_nan=False))
+    save_artifact(workdir, gan.variables, meta, "gan")
     return gan._replace(meta=meta)
 
 

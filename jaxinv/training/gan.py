@@ -31,7 +31,8 @@ import optax
 from jaxinv import data
 from jaxinv.evaluation import results
 from jaxinv.models.gan import GAN, Z_DIM, Critic, Generator, random_gan
-from jaxinv.training.classifier import _add_seconds, _first_line, _open
+from jaxinv.training.artifacts import load_artifact, save_artifact
+from jaxinv.training.classifier import _add_seconds, _open
 from jaxinv.training.step import init_state, make_step, variables_of
 
 DEFAULTS: dict[str, Any] = {"batch_size": 64, "lr": 2e-4, "b1": 0.5, "b2": 0.999,
@@ -250,15 +251,11 @@ def _digest(x: np.ndarray) -> str:
 
 
 def _save(workdir: Path, gan: GAN, meta: dict) -> GAN:
-    import orbax.checkpoint as ocp
-
     total = _add_seconds(workdir, 0.0)
     n_img = meta["steps"] * meta["batch_size"] * (meta["n_critic"] + 1)
     meta = {**gan.meta, **meta, "train_seconds_total": round(total, 2),
             "images_per_s": round(n_img / max(total, 1e-9), 1), "versions": results.versions()}
-    with ocp.StandardCheckpointer() as ckptr:
-        ckptr.save(workdir / "variables", gan.variables, force=True)
-    (workdir / "gan.json").write_text(json.dumps(meta, indent=1, allow_nan=False))
+    save_artifact(workdir, gan.variables, meta, "gan")
     return gan._replace(meta=meta)
 
 
@@ -273,25 +270,17 @@ def load_gan(workdir: str | Path) -> GAN:
         >>> load_gan(d).meta["out_shape"]
         [8, 8, 1]
     """
-    import orbax.checkpoint as ocp
-
-    workdir = Path(workdir).absolute()
-    meta_path = workdir / "gan.json"
-    if not meta_path.exists():
-        raise FileNotFoundError(f"no GAN in {workdir} (gan.json missing): train one with "
-                                "`jaxinv train-gan --workdir ...`")
-    try:
-        meta = json.loads(meta_path.read_text())
+    def abstract(meta):  # shapes only: no initialisation is run
         g, d = Generator(tuple(meta["out_shape"]), meta["width"]), Critic(meta["critic_width"])
-        abstract = jax.eval_shape(lambda: {  # shapes only: no initialisation is run
+        return jax.eval_shape(lambda: {
             "G": g.init(jax.random.key(0), jnp.zeros((1, meta["z_dim"]))),
             "D": d.init(jax.random.key(0), jnp.zeros((1, *meta["out_shape"])))})
-        with ocp.StandardCheckpointer() as ckptr:
-            variables = ckptr.restore(workdir / "variables", abstract)
-    except Exception as e:
-        raise ValueError(f"GAN in {workdir} is damaged ({type(e).__name__}: "
-                         f"{_first_line(e)}); retrain it with `jaxinv train-gan`") from None
-    return GAN(g, d, jax.tree.map(jnp.asarray, variables), meta)
+
+    variables, meta = load_artifact(workdir, "gan", abstract, "GAN",
+                                    "train one with `jaxinv train-gan --workdir ...`",
+                                    "retrain it with `jaxinv train-gan`")
+    g, d = Generator(tuple(meta["out_shape"]), meta["width"]), Critic(meta["critic_width"])
+    return GAN(g, d, variables, meta)
 
 
 def public_images(dataset: str, public: str, data_dir: str | Path | None = None
