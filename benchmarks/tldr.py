@@ -11,8 +11,9 @@ a row each; ``--quick``: one loss configuration each) against the frozen MNIST C
 ``jaxinv.training.inverter.make_inverter_step``, as ``train_inverter`` builds it (terms with
 weight 0 not computed). Two loss configurations: ``PRESETS["tldr"]``
 without the second-order term (KL, CE, cosine, orthogonality, KL and CE on ``x + 0.1 N(0,
-I)``, squared TV, pixel range) and with it (``+ |grad_theta CE(f_theta(x_i), y_i)|_2`` on the
-first ``grad_examples`` = 8 examples, scaled by N / 8: second-order autodiff through f).
+I)``, squared TV and pixel range as per-pixel means) and with it (``+ |grad_theta
+CE(f_theta(x_i), y_i)|_2`` on the first ``grad_examples`` = 8 examples, scaled by N / 8:
+second-order autodiff through f).
 
 The PyTorch reference is the same generator and target (jaxinv's weights copied in; eval-mode
 forward outputs and every loss term checked against jaxinv's, printed) and the same losses,
@@ -212,8 +213,8 @@ def torch_terms(torch, T, x, c, y, weights: Weights, sigma: float, m: int, metho
              "cos": lambda: ((gram.sum() - gram.trace()) / max(n * (n - 1), 1)).expand(n),
              "ortho": lambda: ((gram - torch.eye(n)).pow(2).sum() / n ** 2).expand(n),
              "tv": lambda: (x.diff(dim=2).pow(2).sum((1, 2, 3))
-                            + x.diff(dim=3).pow(2).sum((1, 2, 3))),
-             "pix": lambda: (F.relu(x - 1.0) + F.relu(-x)).sum((1, 2, 3))}
+                            + x.diff(dim=3).pow(2).sum((1, 2, 3))) / x[0].numel(),
+             "pix": lambda: (F.relu(x - 1.0) + F.relu(-x)).sum((1, 2, 3)) / x[0].numel()}
     out = {k: f() for k, f in terms.items() if getattr(weights, k) != 0}
     if weights.kl_p != 0 or weights.ce_p != 0:
         lp = T(x + sigma * torch.randn_like(x))[0]

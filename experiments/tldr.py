@@ -190,6 +190,14 @@ def likeness_table(like: dict) -> str:
     return "\n".join(lines) + "\n\nTraining vs held-out samples:\n\n" + "\n".join(auc)
 
 
+def markdown(rows: list[dict], ablation_rows: list[dict], like: dict, setting: str) -> str:
+    """The three tables (the ablation without the train-likeness column)."""
+    keep = [i for i, (c, _) in enumerate(COLUMNS) if c != "membership_score"]
+    abl = table(ablation_rows, [COLUMNS[i] for i in keep], [HEADS[i] for i in keep])
+    return (table(rows) + f"\n\nAblation ({setting}):\n\n" + abl
+            + "\n\nTraining-likeness (target's view):\n\n" + likeness_table(like))
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("config", help="path/to/tldr.py:SETTING[,SETTING...][,smoke]")
@@ -218,9 +226,7 @@ def main(argv=None) -> dict:
         nearest_grid(setting, eval_dir, runs["tldr"], work / name / "grid.png",
                      cfg.grid_per_class)
         print("\n".join(json.dumps(r) for r in rows[-len(runs):]), flush=True)
-    md = (table(rows) + "\n\nAblation (" + cfg.ablation.setting + "):\n\n"
-          + table(ablation_rows) + "\n\nTraining-likeness (target's view):\n\n"
-          + likeness_table(like))
+    md = markdown(rows, ablation_rows, like, cfg.ablation.setting)
     (work / "table.md").write_text(md + "\n")
     results.write_json(work / "table.json", {"config": cfg.to_dict(), "rows": rows,
                                              "ablation": ablation_rows, "likeness": like})

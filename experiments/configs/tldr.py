@@ -10,8 +10,9 @@ MNIST/Fashion-MNIST settings). ``smoke`` shrinks everything for tests. The ablat
 ``cfg.ablation.setting`` when that setting is run.
 
 Target: jaxinv's MNIST CNN (no BatchNorm, so its weight gradients are per-sample), trained on
-the first ``limit`` training samples (more epochs for smaller sets, until train accuracy is
-1.0). Evaluator: a ResNet trained on the full training split of the dataset.
+the first ``limit`` training samples (the 1k and 10k subsets for more epochs, to train accuracy
+1.0; the full splits with fit's defaults, 5 epochs). Evaluator: a ResNet trained on the full
+training split of the dataset.
 """
 
 import ml_collections
