@@ -1,13 +1,16 @@
-"""Trained artifacts on disk: ``workdir/<name>.json`` (meta) + ``workdir/variables`` (orbax).
+"""Trained artifacts on disk: ``workdir/<name>.json`` (meta) + ``workdir/variables`` (orbax),
+and the checkpoint bookkeeping their training loops share.
 
 The GAN prior, P2I's encoder, the fine-tuned generator and the network-inversion generators
-are all saved and read by these two functions; each loader passes the abstract variables
-(shapes only, from ``jax.eval_shape``) to restore into.
+are all saved and read by :func:`save_artifact` / :func:`load_artifact`; each loader passes
+the abstract variables (shapes only, from ``jax.eval_shape``) to restore into. Their loops
+checkpoint with :func:`save_checkpoint` and end with :func:`close_loop`.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -65,4 +68,40 @@ def load_artifact(workdir: str | Path, name: str, abstract: Callable[[dict], Any
     return jax.tree.map(jnp.asarray, variables), meta
 
 
-__all__ = ["load_artifact", "save_artifact"]
+def save_checkpoint(mngr: Any, workdir: Path, step: int, tree: Any, tic: float) -> float:
+    """Save ``tree`` as checkpoint ``step`` of the orbax manager ``mngr`` and add the time
+    since ``tic`` to ``workdir``'s training time; returns the new ``tic``.
+
+    Example:
+        >>> import orbax.checkpoint as ocp, time
+        >>> mngr = ocp.CheckpointManager(Path("runs/c").absolute() / "ckpt")
+        >>> Path("runs/c").mkdir(parents=True, exist_ok=True)
+        >>> tic = save_checkpoint(mngr, Path("runs/c"), 1, {"w": jnp.ones(2)}, time.perf_counter())
+        >>> close_loop(None, mngr)
+        >>> mngr.latest_step()
+        1
+    """
+    import orbax.checkpoint as ocp
+
+    from jaxinv.training.classifier import _add_seconds
+
+    mngr.save(step, args=ocp.args.StandardSave(tree))
+    _add_seconds(Path(workdir), time.perf_counter() - tic)
+    return time.perf_counter()
+
+
+def close_loop(bar: Any, mngr: Any) -> None:
+    """Close a loop's progress bar (if any) and wait for and close its checkpoint manager.
+
+    Example:
+        >>> close_loop(None, type("M", (), {"wait_until_finished": print, "close": print})())
+        <BLANKLINE>
+        <BLANKLINE>
+    """
+    if bar is not None:
+        bar.close()
+    mngr.wait_until_finished()
+    mngr.close()
+
+
+__all__ = ["close_loop", "load_artifact", "save_artifact", "save_checkpoint"]

@@ -51,7 +51,7 @@ import optax
 from jaxinv.evaluation import results
 from jaxinv.models import apply_features
 from jaxinv.models.encoder import Encoder, PredictionEncoder, log_input, random_encoder
-from jaxinv.training.artifacts import load_artifact, save_artifact
+from jaxinv.training.artifacts import close_loop, load_artifact, save_artifact, save_checkpoint
 from jaxinv.training.classifier import _add_seconds, _open
 from jaxinv.training.step import init_state, make_step, variables_of
 
@@ -241,7 +241,6 @@ def _read_curve(workdir: Path, start: int) -> dict[str, list]:
 
 def _loop(step, state, data, frozen, start, steps, seed, mngr, workdir, curve, ckpt_every,
           log_every, progress):
-    import orbax.checkpoint as ocp
 
     key = jax.random.key(seed)
     # committed inputs: with uncommitted ones the second call would compile again
@@ -269,15 +268,10 @@ def _loop(step, state, data, frozen, start, steps, seed, mngr, workdir, curve, c
                 bar.set_postfix(**{m: f"{curve[m][-1]:.4f}" for m in ("loss", "image", "id")})
                 bar.update(done - start - bar.n)
         if done % ckpt_every == 0 or done == steps:
-            mngr.save(done, args=ocp.args.StandardSave(
-                {"state": state, "step": jnp.asarray(done, jnp.int32)}))
             (workdir / "curve.json").write_text(json.dumps(curve, allow_nan=False))
-            _add_seconds(workdir, time.perf_counter() - tic)
-            tic = time.perf_counter()
-    if bar is not None:
-        bar.close()
-    mngr.wait_until_finished()
-    mngr.close()
+            tic = save_checkpoint(mngr, workdir, done, {
+                "state": state, "step": jnp.asarray(done, jnp.int32)}, tic)
+    close_loop(bar, mngr)
     return state
 
 

@@ -63,7 +63,7 @@ import optax
 from jaxinv.evaluation import results
 from jaxinv.models import Classifier, apply_logits
 from jaxinv.models.gan import GAN
-from jaxinv.training.artifacts import save_artifact
+from jaxinv.training.artifacts import close_loop, save_artifact, save_checkpoint
 from jaxinv.training.classifier import _add_seconds, _open
 from jaxinv.training.gan import GRID_SIDE, _grid
 from jaxinv.training.step import TrainState, init_state, variables_of
@@ -456,7 +456,6 @@ def _digest(tree: Any) -> str:
 
 def _loop(step, state, env, anchor, start, steps, seed, mngr, workdir, gan, ckpt_every,
           grid_every, progress):
-    import orbax.checkpoint as ocp
 
     key = jax.random.key(seed)
     z_grid = jax.random.normal(jax.random.key(seed + 1), (GRID_SIDE ** 2, gan.meta["z_dim"]))
@@ -493,15 +492,10 @@ def _loop(step, state, env, anchor, start, steps, seed, mngr, workdir, gan, ckpt
             if bad:
                 raise FloatingPointError(f"finetune-gan: non-finite {bad} at step {done}; the "
                                          "last checkpoint is kept: lower lr or raise damping")
-            mngr.save(done, args=ocp.args.StandardSave(
-                {"g": state, "step": jnp.asarray(done, jnp.int32)}))
             curves_path.write_text(json.dumps(curves, allow_nan=False))
-            _add_seconds(workdir, time.perf_counter() - tic)
-            tic = time.perf_counter()
-    if bar is not None:
-        bar.close()
-    mngr.wait_until_finished()
-    mngr.close()
+            tic = save_checkpoint(mngr, workdir, done, {
+                "g": state, "step": jnp.asarray(done, jnp.int32)}, tic)
+    close_loop(bar, mngr)
     return state, curves
 
 

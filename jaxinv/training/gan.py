@@ -31,7 +31,7 @@ import optax
 from jaxinv import data
 from jaxinv.evaluation import results
 from jaxinv.models.gan import GAN, Z_DIM, Critic, Generator, random_gan
-from jaxinv.training.artifacts import load_artifact, save_artifact
+from jaxinv.training.artifacts import close_loop, load_artifact, save_artifact, save_checkpoint
 from jaxinv.training.classifier import _add_seconds, _open
 from jaxinv.training.step import init_state, make_step, variables_of
 
@@ -184,7 +184,6 @@ def train_gan(x_public: np.ndarray, workdir: str | Path, *, steps: int = 10_000,
 
 def _loop(iteration, g, d, x, start, steps, seed, mngr, workdir, gan0, ckpt_every,
           grid_every, progress):
-    import orbax.checkpoint as ocp
 
     xd, key = jax.device_put(x), jax.random.key(seed)
     z_grid = jax.random.normal(jax.random.key(seed + 1), (GRID_SIDE ** 2, gan0.meta["z_dim"]))
@@ -206,14 +205,9 @@ def _loop(iteration, g, d, x, start, steps, seed, mngr, workdir, gan0, ckpt_ever
         if done % ckpt_every == 0 or done == steps:
             last = {k: round(float(v), 4) for k, v in m.items()}
             _check_finite(last, done)
-            mngr.save(done, args=ocp.args.StandardSave(
-                {"g": g, "d": d, "step": jnp.asarray(done, jnp.int32)}))
-            _add_seconds(workdir, time.perf_counter() - tic)
-            tic = time.perf_counter()
-    if bar is not None:
-        bar.close()
-    mngr.wait_until_finished()
-    mngr.close()
+            tic = save_checkpoint(mngr, workdir, done, {
+                "g": g, "d": d, "step": jnp.asarray(done, jnp.int32)}, tic)
+    close_loop(bar, mngr)
     return g, d, last
 
 

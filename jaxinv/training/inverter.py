@@ -44,7 +44,7 @@ from jaxinv.models.conditional import (
     conditions,
 )
 from jaxinv.models.gan import Z_DIM
-from jaxinv.training.artifacts import load_artifact, save_artifact
+from jaxinv.training.artifacts import close_loop, load_artifact, save_artifact, save_checkpoint
 from jaxinv.training.classifier import _add_seconds, _open
 from jaxinv.training.step import TrainState, init_state, make_step, variables_of
 
@@ -286,7 +286,6 @@ def target_digest(target: Classifier) -> str:
 
 
 def _loop(step, ckpt, t_vars, stacked, seeds, steps, mngr, workdir, ckpt_every, progress):
-    import orbax.checkpoint as ocp
 
     g, start = ckpt["g"], int(ckpt["step"])
     t_vars = jax.device_put(t_vars)
@@ -305,13 +304,8 @@ def _loop(step, ckpt, t_vars, stacked, seeds, steps, mngr, workdir, ckpt_every, 
                 bar.set_postfix(loss=f"{last[0]['loss']:.3f}", acc=f"{last[0]['acc']:.3f}")
                 bar.update(done - start - bar.n)
         if done % ckpt_every == 0 or done == steps:
-            mngr.save(done, args=ocp.args.StandardSave({"g": g, "step": jnp.asarray(done)}))
-            _add_seconds(workdir, time.perf_counter() - tic)
-            tic = time.perf_counter()
-    if bar is not None:
-        bar.close()
-    mngr.wait_until_finished()
-    mngr.close()
+            tic = save_checkpoint(mngr, workdir, done, {"g": g, "step": jnp.asarray(done)}, tic)
+    close_loop(bar, mngr)
     return g, last
 
 
