@@ -29,10 +29,10 @@ Init = Callable[[jax.Array, Any, Any], jax.Array]
 
 
 class GIState(NamedTuple):
-    x: jax.Array  # decode(z): the iterate the driver keeps and judges
-    z: jax.Array  # the optimisation variable
+    x: jax.Array  # view(decode(z)): the iterate the driver keeps and judges
+    z: Any  # the optimisation variable (an array or a pytree)
     loss: jax.Array  # cost at z (loss + prior)
-    grad: jax.Array  # its gradient, used by the next step
+    grad: Any  # its gradient, used by the next step
     aux: dict  # the loss's auxiliary scalars (e.g. confidence)
     opt_state: Any
     stop_state: Any
@@ -97,6 +97,7 @@ def gradient_inversion(
     stop: S.Stop | None = None,
     has_aux: bool = False,
     validate: Callable[[Any, Any], None] | None = None,
+    view: Callable[[Any], jax.Array] | None = None,
 ) -> Attack:
     """Build a white-box kernel that minimises ``loss(decode(z), target, env) + prior``.
 
@@ -110,6 +111,9 @@ def gradient_inversion(
       prior: ``(x, env) -> scalar`` added to the cost (:func:`jaxinv.attacks.priors.make`).
       project: ``z -> z`` after each update (a pixel box, a latent clip, a Process).
       stop: a :class:`jaxinv.attacks.stops.Stop` (default: never).
+      view: ``decoded -> x``, the array the driver keeps and judges when the decoded
+        variable is a pytree (DLG optimises ``{"x": images, "y": label logits}`` and
+        keeps ``x``); default identity.
       validate: ``(targets, env) -> None``, raising ``ValueError`` on targets the loss
         cannot take (the driver calls it before any work), e.g.
         :func:`jaxinv.core.protocol.class_targets`.
@@ -126,12 +130,14 @@ def gradient_inversion(
     """
     loss_aux = _with_aux(loss, has_aux)
     decode = decode or (lambda z, env: z)
+    view = view or (lambda d: d)
     stop = stop or S.never()
     extra = isinstance(optimizer, optax.GradientTransformationExtraArgs)
 
     def cost(z, target, env):
-        x = decode(z, env)
-        c, aux = loss_aux(x, target, env)
+        d = decode(z, env)
+        x = view(d)
+        c, aux = loss_aux(d, target, env)
         if prior is not None:
             c = c + prior(x, env)
         return jnp.asarray(c, jnp.float32), (x, aux)
@@ -157,7 +163,7 @@ def gradient_inversion(
         t = state.t + 1
         stop_state, done = stop.update(state.stop_state, c, t)
         new = GIState(x, z, c, g, aux, opt_state, stop_state, t, done)
-        return new, GIInfo(c, jnp.sqrt(jnp.sum(jnp.square(g))), aux)
+        return new, GIInfo(c, optax.tree_utils.tree_norm(g), aux)
 
     return Attack(init_fn, step_fn, None, validate)
 

@@ -344,8 +344,10 @@ class _Run:
                 ckpt.save(t, jax.tree.map(lambda a: a[:n], to_host(carry)), infos[-1])
             if bar is not None:
                 bar.update(length)
-                bar.set_postfix(loss=f"{s['loss']:.4f}", best_conf=f"{s['best_conf']:.3f}",
-                                failed=int(s["failed"]))
+                post = {"loss": f"{s['loss']:.4g}", "failed": int(s["failed"])}
+                if np.isfinite(s["best_conf"]):  # kernels without a confidence: omitted
+                    post["best_conf"] = f"{s['best_conf']:.3f}"
+                bar.set_postfix(post)
             if s["all_stopped"]:
                 break
         if bar is not None:

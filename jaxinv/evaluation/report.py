@@ -147,7 +147,10 @@ def _header(d: Path, rec: dict, arrays: dict) -> dict:
     cfg, m, t, v = (rec.get(k) or {} for k in ("config", "metrics", "timing", "versions"))
     x = arrays["x"]
     opts = ", ".join(f"{k}={v}" for k, v in (cfg.get("options") or {}).items()) or "defaults"
-    run = (f"{x.shape[1]} chains × {x.shape[0]} classes, {_fmt(m.get('steps_run'))} steps "
+    unit = (f"{x.shape[0]} victims × {x.shape[1]} images, {_fmt(cfg.get('restarts'))} "
+            f"restart(s), defense {_fmt(cfg.get('defense'))}" if "victims" in arrays else
+            f"{x.shape[1]} chains × {x.shape[0]} classes")
+    run = (f"{unit}, {_fmt(m.get('steps_run'))} steps "
            f"(of {_fmt(cfg.get('steps'))}); image {'×'.join(map(str, x.shape[2:]))}; "
            f"options: {opts}")
     vers = " · ".join(f"{k} {_fmt(v[k])}" for k in ("jaxinv", "jax", "jaxlib", "flax", "numpy",
@@ -189,6 +192,35 @@ def _headline(d: Path, m: dict) -> dict:
     no_metrics = not any(k in m for k, *_ in EVAL_HEADLINE) and not ps
     return {"cards": cards, "per_sample": per_sample,
             "evaluate_hint": str(d) if no_metrics else None}
+
+
+GRADIENT_HEADLINE = [("exact_recovery_rate", "Exact recovery", "images with MSE < 1e-3", True),
+                     ("psnr_mean", "PSNR", "dB, mean over images", False),
+                     ("psnr_median", "PSNR median", "dB", False),
+                     ("ssim_mean", "SSIM", "mean over images", False),
+                     ("label_accuracy", "Labels recovered", "", True),
+                     ("flagged", "Flagged victims", "non-finite updates, not attacked", False)]
+VICTIMS_SHOWN = 32
+
+
+def _gradient_headline(m: dict) -> dict:
+    cards = [_card(label, _fmt(m.get(k), pct), sub) for k, label, sub, pct in GRADIENT_HEADLINE]
+    return {"cards": cards, "per_sample": None, "evaluate_hint": None}
+
+
+def _victims(arrays: dict) -> list[dict]:
+    """Gradient-leakage runs: each victim's images beside their reconstructions."""
+    out = []
+    for v in range(min(VICTIMS_SHOWN, len(arrays["victims"]))):
+        for b in range(arrays["victims"].shape[1]):
+            out.append({"private": _b64(_img_png(arrays["victims"][v, b])),
+                        "reconstruction": _b64(_img_png(np.clip(arrays["x"][v, b], 0, 1))),
+                        "index": f"{v}" + (f".{b}" if arrays["victims"].shape[1] > 1 else ""),
+                        "label": f" · label {int(arrays['labels'][v, b])}"
+                                 if "labels" in arrays else "",
+                        "psnr": _fmt(float(arrays["psnr"][v, b])) if "psnr" in arrays else "–",
+                        "mse": _fmt(float(arrays["mse"][v, b])) if "mse" in arrays else "–"})
+    return out
 
 
 def _per_class_table(m: dict, arrays: dict) -> dict | None:
@@ -343,9 +375,12 @@ def write_report(run_dir: str | Path) -> Path:
     d = Path(run_dir)
     rec, arrays, ps = load_run(d)
     m = rec["metrics"]
+    gradient = "victims" in arrays  # a gradient-leakage run (jaxinv attack dlg|idlg|ig)
     context = {"attack": _fmt(rec.get("attack", "")), "run_name": d.name,
-               "header": _header(d, rec, arrays), "headline": _headline(d, m),
+               "header": _header(d, rec, arrays),
+               "headline": _gradient_headline(m) if gradient else _headline(d, m),
                "per_class": _per_class_table(m, arrays), "grid": _grid(d, arrays),
+               "victims": _victims(arrays) if gradient else [],
                "exposed": [], "score_figure": None}
     if ps is not None and "score" in ps:
         context["exposed"] = _exposed(ps)

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxinv.models.layers import Conv, max_pool_2x2
+from jaxinv.models.layers import Conv, PatchConv, max_pool_2x2
 
 ACTIVATIONS = {"relu": nn.relu, "sigmoid": nn.sigmoid, "tanh": jnp.tanh, "gelu": nn.gelu}
 
@@ -74,19 +74,56 @@ class LeNet(nn.Module):
         return nn.Dense(self.num_classes)(f), f
 
 
+class DLGLeNet(nn.Module):
+    """The victim of DLG/iDLG (Zhu et al. 2019): three 5x5 convs (12 channels, strides
+    2, 2, 1, zero padding 2 as in DLG's PyTorch code) with sigmoid activations, one dense
+    layer; weights and biases drawn from ``U(-init_scale, init_scale)`` (0.5 in the papers'
+    code), a twice-differentiable
+    network whose gradients determine a single input.
+
+    Example:
+        >>> model = create("dlg-lenet", 10)
+        >>> v = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
+        >>> p = v["params"]
+        >>> p["Dense_0"]["kernel"].shape, float(p["Conv_0"]["bias"].max()) <= 0.5
+        ((588, 10), True)
+    """
+
+    num_classes: int
+    channels: int = 12
+    init_scale: float = 0.5
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        init = lambda key, shape, dtype=jnp.float32: jax.random.uniform(
+            key, shape, dtype, -self.init_scale, self.init_scale)
+        for i, stride in enumerate((2, 2, 1)):  # im2col convs: fast per-example gradients
+            x = nn.sigmoid(PatchConv(self.channels, (5, 5), stride, kernel_init=init,
+                                     bias_init=init, name=f"Conv_{i}")(x))
+        f = x.reshape(x.shape[0], -1)
+        return nn.Dense(self.num_classes, kernel_init=init, bias_init=init)(f), f
+
+
+def _conv(ch: int, size: int, stride: int, patches: bool) -> nn.Module:
+    if patches:
+        return PatchConv(ch, (size, size), stride, use_bias=False)
+    if stride == 1 and size > 1:
+        return Conv(ch, (size, size), use_bias=False)
+    return nn.Conv(ch, (size, size), stride, use_bias=False)
+
+
 class _Block(nn.Module):
     channels: int
     stride: int
+    patches: bool = False
 
     @nn.compact
     def __call__(self, x, train: bool):
         bn = lambda: nn.BatchNorm(use_running_average=not train, momentum=0.9)
-        conv = (Conv(self.channels, (3, 3), use_bias=False) if self.stride == 1 else
-                nn.Conv(self.channels, (3, 3), self.stride, use_bias=False))
-        y = nn.relu(bn()(conv(x)))
-        y = bn()(Conv(self.channels, (3, 3), use_bias=False)(y))
+        y = nn.relu(bn()(_conv(self.channels, 3, self.stride, self.patches)(x)))
+        y = bn()(_conv(self.channels, 3, 1, self.patches)(y))
         if x.shape != y.shape:
-            x = bn()(nn.Conv(self.channels, (1, 1), self.stride, use_bias=False)(x))
+            x = bn()(_conv(self.channels, 1, self.stride, self.patches)(x))
         return nn.relu(x + y)
 
 
@@ -94,7 +131,9 @@ class ResNet(nn.Module):
     """A small ResNet: 3x3 stem, one basic block per stage, global average pool.
 
     The stem max-pools large inputs (e.g. 112x92 faces) until the smaller side is
-    at most ``stem_max_side``; later stages halve the size while it is >= 4.
+    at most ``stem_max_side``; later stages halve the size while it is >= 4. ``patches``
+    computes every convolution by im2col (:class:`~jaxinv.models.layers.PatchConv`):
+    much faster per-example weight gradients, for gradient-leakage victims.
 
     Example:
         >>> model = create("resnet", 10, stages=(32, 64, 128))
@@ -103,16 +142,17 @@ class ResNet(nn.Module):
     num_classes: int
     stages: Sequence[int] = (32, 64, 128)
     stem_max_side: int = 16
+    patches: bool = False
 
     @nn.compact
     def __call__(self, x, train: bool = False):
         x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9)(
-            Conv(self.stages[0], (3, 3), use_bias=False)(x)))
+            _conv(self.stages[0], 3, 1, self.patches)(x)))
         while min(x.shape[1:3]) > self.stem_max_side:
             x = max_pool_2x2(x)
         for i, ch in enumerate(self.stages):
             stride = 2 if i and min(x.shape[1:3]) >= 4 else 1
-            x = _Block(ch, stride)(x, train)
+            x = _Block(ch, stride, self.patches)(x, train)
         f = jnp.mean(x, axis=(1, 2))
         return nn.Dense(self.num_classes)(f), f
 
@@ -140,7 +180,8 @@ class VGG(nn.Module):
         return nn.Dense(self.num_classes)(f), f
 
 
-ARCHS = {"softmax": SoftmaxRegression, "mlp": MLP, "cnn": LeNet, "resnet": ResNet, "vgg": VGG}
+ARCHS = {"softmax": SoftmaxRegression, "mlp": MLP, "cnn": LeNet, "resnet": ResNet, "vgg": VGG,
+         "dlg-lenet": DLGLeNet}
 
 
 def _frozen(v: Any) -> Any:
@@ -149,7 +190,8 @@ def _frozen(v: Any) -> Any:
 
 
 def create(arch: str, num_classes: int, **kwargs: Any) -> nn.Module:
-    """Build a classifier by name: ``softmax``, ``mlp``, ``cnn``, ``resnet``, ``vgg``.
+    """Build a classifier by name: ``softmax``, ``mlp``, ``cnn``, ``resnet``, ``vgg``,
+    ``dlg-lenet``.
 
     ``kwargs`` are the architecture's fields (e.g. ``hidden=(500,)`` for ``mlp``);
     lists are turned into tuples.
