@@ -121,7 +121,8 @@ def main(argv: list[str] | None = None) -> dict:
     md = "## Attacks\n\n" + table(rows, ["run", "attack", "dataset", "batch", "steps",
                                         *COLUMNS, "victims_per_s"])
     if defense_rows:
-        md += "\n## Defenses (iDLG, MNIST)\n\n" + table(
+        da = cfg.defense_attack
+        md += f"\n## Defenses ({da.attack}, {da.dataset})\n\n" + table(
             defense_rows, ["defense", "batch", "victims", "exact_recovery_rate", "psnr_mean",
                            "ssim_mean", "label_accuracy", "test_accuracy"])
     work.mkdir(parents=True, exist_ok=True)

@@ -101,3 +101,22 @@ def test_tldr_smoke_writes_tables_and_grids(tmp_path):
     assert "| digits | tldr |" in table and "Ablation (digits)" in table
     img = np.asarray(Image.open(tmp_path / "digits" / "grid.png"))
     assert img.shape[0] > 10 * 8 and img.shape[1] > 4 * 8  # 10 classes x (2 samples + 2 nearest)
+
+
+def test_gradient_leakage_smoke_writes_tables(tmp_path):
+    spec = importlib.util.spec_from_file_location("gl_exp", ROOT / "experiments" /
+                                                  "gradient_leakage.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = module.main([str(ROOT / "experiments" / "configs" / "gradient_leakage.py:smoke"),
+                       "--workdir", str(tmp_path)])
+    assert [r["run"] for r in out["rows"]] == ["idlg_digits", "ig_digits_b2"]
+    idlg = out["rows"][0]
+    assert idlg["exact_recovery_rate"] >= 0.75 and idlg["label_accuracy"] == 1.0
+    none, noisy = out["defenses"]
+    assert [none["defense"], noisy["defense"]] == ["none", "noise:1e-1"]
+    assert noisy["psnr_mean"] < none["psnr_mean"] - 20  # the noise defense stops iDLG
+    assert 0 <= noisy["test_accuracy"] <= 1 and 0 <= none["test_accuracy"] <= 1
+    table = (tmp_path / "table.md").read_text()
+    assert "| idlg_digits | idlg | digits |" in table and "Defenses" in table
+    assert (tmp_path / "ig_digits_b2" / "grid.png").exists()

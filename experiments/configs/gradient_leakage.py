@@ -53,13 +53,14 @@ def get_config(variant: str = "all") -> ml_collections.ConfigDict:
     # utility: the same LeNet trained on MNIST with defended gradients (Adam, batch 64)
     cfg.train = {"dataset": "mnist", "steps": 1000, "batch": 64, "lr": 1e-3}
     if smoke:
+        # the shapes of tests/test_gradient_leakage.py and the notebook: compiled once
         runs = {"idlg_digits": {"attack": "idlg", **LENET, "dataset": "digits",
-                                    "steps": 60, "victims": 8, "options": {}},
-                    "ig_digits_b2": {"attack": "ig", "model": "resnet", "dataset": "digits",
-                                     "batch": 2, "victims": 2, "steps": 20}}
+                                "steps": 40, "victims": 8, "options": {}},
+                "ig_digits_b2": {"attack": "ig", "model": "resnet", "dataset": "digits",
+                                 "batch": 2, "victims": 2, "steps": 20}}
         defenses = {"none": {"name": "none"}, "noise:1e-1": {"name": "noise:1e-1"}}
-        cfg.defense_attack = {"attack": "idlg", **LENET, "dataset": "digits", "steps": 60,
-                              "victims": 4, "options": {}}
+        cfg.defense_attack = {"attack": "idlg", **LENET, "dataset": "digits", "steps": 40,
+                              "victims": 8, "options": {}}
         cfg.train = {"dataset": "digits", "steps": 50, "batch": 32, "lr": 1e-2}
     cfg.runs, cfg.defenses = runs, defenses
     cfg.run_order = list(runs)  # ConfigDict iterates its keys sorted
