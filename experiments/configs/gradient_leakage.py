@@ -17,7 +17,9 @@ import ml_collections
 
 LENET = {"model": "dlg-lenet"}
 MNIST_LS = {"dataset": "mnist", "steps": 300, "options": {"linesearch": True}}
-CIFAR = {"dataset": "cifar10", "steps": 2000, "options": {"init_scale": 0.1}}
+# L-BFGS without line search (DLG's code): one gradient evaluation per step, 2000 steps
+CIFAR = {"dataset": "cifar10", "steps": 2000,
+         "options": {"init_scale": 0.1, "linesearch": False}}
 MAIN = {
     "dlg_mnist": {"attack": "dlg", **LENET, **MNIST_LS, "victims": 256},
     "idlg_mnist": {"attack": "idlg", **LENET, **MNIST_LS, "victims": 256},
