@@ -17,9 +17,10 @@ images (jaxinv's ``x_init``), for a fixed number of iterations (``--steps``, no 
 * ``ig``: cosine distance + ``--tv`` x anisotropic TV (mean |dx| + mean |dy|), Adam at ``--lr``
   on the signed gradient, x0.1 at 3/8, 5/8, 7/8 of the steps, box [0, 1].
 
-jaxinv: ``idlg(..., tol=0, linesearch=False)`` / ``inverting_gradients`` run by ``run_chains``, all victims as
-chains of one compiled call; victims/s = victims / ``timing["run_s"]`` (steps only; the
-compilation, ``timing["compile_s"]``, is printed separately, and a first untimed run warms up).
+jaxinv: ``idlg(..., tol=0, linesearch=False)`` / ``inverting_gradients`` run by
+``run_chains``, all victims as chains of one compiled call; victims/s = victims /
+``timing["run_s"]`` (steps only; the compilation, ``timing["compile_s"]``, is printed
+separately, and a first untimed run warms up).
 
 PyTorch: breaching 0.1.2's own attack code (``OptimizationBasedAttacker.reconstruct``, one
 victim per call as its API works: its closure, objective, iDLG label rule, box, scheduler and
