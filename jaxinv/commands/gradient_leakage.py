@@ -44,7 +44,8 @@ def add_attack(asub: argparse._SubParsersAction) -> None:
                        help="dummy data from N(0, s^2) (default 1)")
         q.add_argument("--tv", type=float, default=None, help="TV weight")
         q.add_argument("--lr", type=float, default=None, help="step size")
-        q.add_argument("--linesearch", action="store_true", help="L-BFGS with line search")
+        q.add_argument("--no-linesearch", dest="linesearch", action="store_false",
+                       help="L-BFGS with a fixed step (DLG's code) instead of a line search")
         q.add_argument("--chunk", type=int, default=None, help="chains vmapped at once")
         q.add_argument("--seed", type=int, default=0)
 
@@ -55,8 +56,8 @@ def attack(args: argparse.Namespace) -> None:
 
     opts = {k: getattr(args, k) for k in ("init_scale", "tv", "lr")
             if getattr(args, k) is not None}
-    if args.linesearch:
-        opts["linesearch"] = True
+    if not args.linesearch and args.attack != "ig":
+        opts["linesearch"] = False
     rec = gradient_leakage(args.out, attack=args.attack, dataset=args.dataset, split=args.split,
                            model=args.model or DEFAULT_MODEL[args.attack],
                            model_seed=args.model_seed, victims=args.victims, batch=args.batch,
