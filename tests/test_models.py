@@ -19,7 +19,8 @@ from jaxinv.models import (
 )
 
 SHAPES = [(8, 8, 1), (28, 28, 1), (112, 92, 1)]
-FEATURES = {"softmax": None, "mlp": 3000, "cnn": 128, "resnet": 128, "vgg": 256}
+FEATURES = {"softmax": None, "mlp": 3000, "cnn": 128, "resnet": 128, "vgg": 256,
+            "dlg-lenet": lambda h, w, c: 12 * -(-h // 4) * -(-w // 4)}  # strides 2, 2, 1
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
@@ -30,6 +31,7 @@ def test_arch_shapes(arch, shape):
     x = jax.random.uniform(jax.random.key(1), (3, *shape))
     logits, feats = jax.jit(model.apply)(variables, x)
     d = FEATURES[arch] or int(np.prod(shape))
+    d = d(*shape) if callable(d) else d
     assert logits.shape == (3, 7) and feats.shape == (3, d)
     assert logits.dtype == jnp.float32 and bool(jnp.isfinite(logits).all())
     mutable = ["batch_stats"] if "batch_stats" in variables else False
