@@ -14,6 +14,9 @@ if "JAXINV_DATA_DIR" not in os.environ and _shared.is_dir():
 # it once. The CLI enables the same cache (``jaxinv.core.enable_compilation_cache``).
 os.environ.setdefault("JAXINV_CACHE_DIR", str(Path(os.environ.get("TMPDIR", "/tmp")) / (
     "jaxinv-test-xla-" + os.environ.get("PYTEST_XDIST_TESTRUNUID", str(os.getpid())))))
+# the same cache for subprocesses (notebook kernels, example scripts): JAX reads these at import
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.environ["JAXINV_CACHE_DIR"])
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
 
 def pytest_configure(config):
