@@ -27,7 +27,7 @@ import optax
 sys.path.insert(0, str(Path(__file__).parent))
 from main import load_config
 
-from jaxinv import data
+from jaxinv import data, enable_compilation_cache
 from jaxinv.evaluation import results
 from jaxinv.federated import defenses, soft_cross_entropy
 from jaxinv.models import apply_logits
@@ -93,6 +93,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--workdir", default=None)
     args = p.parse_args(argv)
     cfg = load_config(args.config)
+    enable_compilation_cache()  # the runs share kernel shapes: compile each once
     work = Path(args.workdir or cfg.workdir)
     rows, defense_rows = [], []
     for name in cfg.run_order:
