@@ -32,9 +32,9 @@ IG = {f"ig_cifar_b{b}": {"attack": "ig", "model": "resnet", "dataset": "cifar10"
                          "batch": b, "victims": v, "steps": 1000}
       for b, v in ((1, 32), (4, 8), (8, 4))}
 # client-side defenses, attacked by iDLG on MNIST (16 victims); "train" is the utility run
-DEFENSES = {"none": {}, "noise:1e-3": {}, "noise:1e-2": {}, "noise:1e-1": {},
-            "prune:0.5": {}, "prune:0.9": {}, "prune:0.99": {}, "dp:1,0.1": {},
-            "batch:4": {"batch": 4}, "local:5": {"local_steps": 5, "local_lr": 0.1}}
+DEFENSES = {"none": {}, "noise:1e-3": {}, "noise:1e-2": {}, "prune:0.9": {}, "dp:1,0.1": {},
+            "batch:4": {"batch": 4}, "noise:1e-1": {}, "prune:0.5": {}, "prune:0.99": {},
+            "local:5": {"local_steps": 5, "local_lr": 0.1}}
 
 
 def get_config(variant: str = "all") -> ml_collections.ConfigDict:
