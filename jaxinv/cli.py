@@ -120,6 +120,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="train on the private side of a protocol: classes:0-4 or sample:0.5")
     t.add_argument("--limit", type=int, default=None,
                    help="train on the first N training samples only")
+    t.add_argument("--dp-epsilon", type=float, default=None,
+                   help="train with DP-SGD to this epsilon (noise calibrated by dp-accounting)")
+    t.add_argument("--dp-delta", type=float, default=1e-5)
+    t.add_argument("--dp-clip", type=float, default=1.0, help="per-example gradient norm bound")
+    t.add_argument("--dp-accountant", default="pld", choices=("pld", "rdp"))
 
     e = sub.add_parser("evaluate", help="add class- and sample-level leakage metrics to a run")
     e.add_argument("--run", required=True, help="attack run directory (holds results.json)")
@@ -211,9 +216,18 @@ def _demo(args) -> None:
 def _train(args) -> None:
     from jaxinv.training.classifier import fit
 
+    dp = None if args.dp_epsilon is None else {
+        "epsilon": args.dp_epsilon, "delta": args.dp_delta, "clip": args.dp_clip,
+        "accountant": args.dp_accountant}
     clf = fit(args.dataset, args.arch, args.workdir, epochs=args.epochs, lr=args.lr,
               batch_size=args.batch_size, seed=args.seed, split=args.split,
-              limit=args.limit)
+              limit=args.limit, dp=dp)
+    guarantee = clf.meta.get("dp")
+    if guarantee:
+        print(f"DP-SGD: ({guarantee['epsilon']:.3f}, {guarantee['delta']:g})-DP by "
+              f"{guarantee['accountant']}, noise multiplier {guarantee['noise_multiplier']:.3f}"
+              f", clip {guarantee['clip']:g}, {guarantee['steps']} steps at q="
+              f"{guarantee['sampling_rate']:.4f}")
     print(f"test accuracy {clf.meta['test_accuracy']:.4f}; model in {args.workdir}")
 
 

@@ -34,3 +34,18 @@ def models(tmp_path_factory):
     fit("digits", "cnn", root / "target", epochs=8, progress=False)
     fit("digits", "mlp", root / "evaluator", epochs=20, progress=False)
     return root
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_code():
+    """Free each module's compiled executables when it ends. A worker that keeps every
+    executable of the suite hits the kernel's memory-map limit (``vm.max_map_count``, one
+    LLVM JIT dylib per executable) or RAM: "LLVM compilation error: Cannot allocate memory".
+    Recompiling in a later module reads the persistent cache."""
+    yield
+    import gc
+
+    import jax
+
+    jax.clear_caches()
+    gc.collect()

@@ -277,6 +277,27 @@ def test_dlg_with_linesearch_recovers_images_and_labels(tmp_path):
     assert m["psnr_mean"] > float(np.mean(rand["psnr"])) + 25
 
 
+@pytest.mark.parametrize("rule", ["backtracking", False])
+def test_lbfgs_step_rules_recover_a_victim(rule):
+    m = create("dlg-lenet", 10)
+    v = m.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))
+    x = jax.random.uniform(jax.random.key(1), (1, 8, 8, 1))
+    y = jnp.array([3])
+    target = Victim(client_update(apply_logits(m), v, x, y), y)
+    attack = gradient_matching(apply_logits(m), (8, 8, 1), 10, labels="given", linesearch=rule)
+    init = attack.init(jax.random.key(2), target, v)
+    step = jax.jit(attack.step)
+    s = init
+    for t in range(40):
+        s, _ = step(jax.random.key(t), s, target, v)
+    assert float(jnp.mean((s.x - x) ** 2)) < 1e-3 < float(jnp.mean((init.x - x) ** 2))
+
+
+def test_unknown_lbfgs_step_rule_is_an_error():
+    with pytest.raises(ValueError, match="linesearch 'wolfe'"):
+        gradient_matching(lambda v, x: x, (8, 8, 1), 10, linesearch="wolfe")
+
+
 # ----------------------------------------------------------------- 4. NaN victims flagged
 
 
@@ -643,6 +664,9 @@ def test_cli_attack_idlg(idlg_run, tmp_path, capsys):
                  "--out", str(tmp_path / "bad")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("jaxinv attack: error:") and "blur" in err and "\n" not in err
+    with pytest.raises(SystemExit):  # argparse: the step rules are choices
+        main(["attack", "idlg", "--linesearch", "wolfe", "--out", str(tmp_path / "bad")])
+    assert "invalid choice: 'wolfe'" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------- 10. resume

@@ -44,8 +44,11 @@ def add_attack(asub: argparse._SubParsersAction) -> None:
                        help="dummy data from N(0, s^2) (default 1)")
         q.add_argument("--tv", type=float, default=None, help="TV weight")
         q.add_argument("--lr", type=float, default=None, help="step size")
-        q.add_argument("--no-linesearch", dest="linesearch", action="store_false",
-                       help="L-BFGS with a fixed step (DLG's code) instead of a line search")
+        q.add_argument("--linesearch", choices=("zoom", "backtracking", "none"), default=None,
+                       help="L-BFGS step rule: zoom (default), backtracking (Armijo, about "
+                            "one evaluation per step) or none (DLG's fixed step)")
+        q.add_argument("--no-linesearch", dest="linesearch", action="store_const",
+                       const="none", help="the same as --linesearch none")
         q.add_argument("--chunk", type=int, default=None, help="chains vmapped at once")
         q.add_argument("--seed", type=int, default=0)
 
@@ -56,8 +59,9 @@ def attack(args: argparse.Namespace) -> None:
 
     opts = {k: getattr(args, k) for k in ("init_scale", "tv", "lr")
             if getattr(args, k) is not None}
-    if not args.linesearch and args.attack != "ig":
-        opts["linesearch"] = False
+    if args.linesearch is not None and args.attack != "ig":
+        opts["linesearch"] = {"zoom": True, "none": False}.get(args.linesearch,
+                                                             args.linesearch)
     rec = gradient_leakage(args.out, attack=args.attack, dataset=args.dataset, split=args.split,
                            model=args.model or DEFAULT_MODEL[args.attack],
                            model_seed=args.model_seed, victims=args.victims, batch=args.batch,

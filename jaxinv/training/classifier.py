@@ -61,7 +61,7 @@ DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
 }
 PROGRESS_EVERY = 50  # steps between progress-bar updates (each one a host sync)
 _CONFIG_KEYS = ("dataset", "arch", "arch_kwargs", "batch_size", "lr", "lr_decay",
-                "weight_decay", "augment", "seed", "limit", "split", "side")
+                "weight_decay", "augment", "seed", "limit", "split", "side", "dp")
 
 
 def _step_fn(module, tx, augment: int):
@@ -76,6 +76,36 @@ def _step_fn(module, tx, augment: int):
         state, m = inner(state, (x[idx], y[idx]), jnp.ones(idx.shape, jnp.float32),
                          jax.random.fold_in(key, i))
         return state, sums + jnp.stack([m["loss"], m["acc"]])
+
+    return jax.jit(step, donate_argnums=(0, 1))
+
+
+def _dp_step_fn(module, tx, augment: int, dp, n: int):
+    """:func:`_step_fn`'s signature for DP-SGD: step ``i`` draws its own Poisson batch (the
+    epoch permutation is unused), clips per-example gradients and noises their sum
+    (:mod:`jaxinv.training.dp`)."""
+    from jaxinv.training import dp as DP
+
+    loss = classifier_loss(module, augment)
+
+    def per_example(params, ex):
+        x, y, k = ex
+        return loss(params, {}, (x[None], y[None]), k)[0][0]
+
+    def step(state, sums, x, y, perm, i, key):
+        del perm
+        ks, kn, ka = jax.random.split(jax.random.fold_in(key, i), 3)
+        idx, w, _ = DP.poisson_batch(ks, n, dp.sampling_rate, dp.max_batch)
+        batch = (x[idx], y[idx], jax.random.split(ka, dp.max_batch))
+        g, _ = DP.private_grad(per_example, state.params, batch, w, kn, clip=dp.clip,
+                               noise_multiplier=dp.noise_multiplier,
+                               expected_batch=dp.sampling_rate * n)
+        updates, opt_state = tx.update(g, state.opt_state, state.params)
+        new = state._replace(params=optax.apply_updates(state.params, updates),
+                             opt_state=opt_state, step=state.step + 1)
+        losses, (m, _) = loss(state.params, {}, (x[idx], y[idx]), ka)
+        live = jnp.maximum(w.sum(), 1.0)
+        return new, sums + jnp.stack([(losses * w).sum() / live, (m["acc"] * w).sum() / live])
 
     return jax.jit(step, donate_argnums=(0, 1))
 
@@ -105,7 +135,8 @@ def fit(dataset: str, arch: str, workdir: str | Path, *, epochs: int | None = No
         lr_decay: float | None = None, augment: int | None = None, seed: int = 0,
         arch_kwargs: dict | None = None, progress: bool = True,
         data_dir: str | Path | None = None, limit: int | None = None,
-        split: str | None = None, side: str = "private") -> Classifier:
+        split: str | None = None, side: str = "private",
+        dp: dict | None = None) -> Classifier:
     """Train ``arch`` on ``dataset``'s train split with Adam(W); save it in ``workdir``.
 
     Defaults for ``epochs``, ``lr``, ``lr_decay`` (per-epoch factor), ``batch_size`` and
@@ -121,6 +152,11 @@ def fit(dataset: str, arch: str, workdir: str | Path, *, epochs: int | None = No
     settings raises ``ValueError``. At the end writes ``workdir/model.json`` (meta with
     ``train_accuracy``, ``test_accuracy``, ``train_seconds``, versions) and
     ``workdir/variables`` (read by :func:`load_classifier`).
+
+    ``dp={"epsilon": 3, "delta": 1e-5, "clip": 1.0, "accountant": "pld"}`` trains with
+    DP-SGD (:mod:`jaxinv.training.dp`): Poisson batches of expected size ``batch_size``,
+    the noise calibrated by ``dp-accounting`` for all the epochs' steps; ``model.json``
+    records the guarantee under ``dp``. Models with batch statistics are refused.
 
     Example:
         >>> import tempfile
@@ -143,6 +179,14 @@ def fit(dataset: str, arch: str, workdir: str | Path, *, epochs: int | None = No
     cfg["batch_size"] = min(cfg["batch_size"], len(x))
     module = create(arch, k, **arch_kwargs)
     steps = len(x) // cfg["batch_size"]  # per epoch; the last partial batch is dropped
+    dp_cfg = dp_meta = None
+    if dp is not None:
+        from jaxinv.training import dp as DP
+
+        if set(init_variables(module, x.shape[1:], seed)) != {"params"}:
+            raise ValueError(f"fit: DP-SGD needs per-example gradients; {arch!r} keeps state "
+                             "across examples (batch norm): choose another arch")
+        dp_cfg, dp_meta = DP.setting(dp, len(x), cfg["batch_size"], cfg["epochs"])
     schedule = optax.exponential_decay(cfg["lr"], steps, cfg["lr_decay"], staircase=True)
     tx = optax.adamw(schedule, weight_decay=weight_decay)
     ckpt = {"train": init_state(init_variables(module, x.shape[1:], seed), tx),
@@ -152,17 +196,19 @@ def fit(dataset: str, arch: str, workdir: str | Path, *, epochs: int | None = No
         "dataset": dataset, "arch": arch, "arch_kwargs": arch_kwargs, "seed": seed,
         "split": split, "side": side if split else None,
         **{c: cfg[c] for c in ("batch_size", "lr", "lr_decay", "weight_decay", "augment",
-                               "limit")}}))
+                               "limit")}, "dp": dp_meta}))
     workdir = Path(workdir).absolute()
     mngr, ckpt = _open(workdir, config, ckpt, f"{dataset}/{arch}" if progress else None)
     tic = time.perf_counter()
-    state, history = _epochs(_step_fn(module, tx, cfg["augment"]), ckpt, mngr, x, y,
+    step_fn = (_step_fn(module, tx, cfg["augment"]) if dp_cfg is None else
+               _dp_step_fn(module, tx, cfg["augment"], dp_cfg, len(x)))
+    state, history = _epochs(step_fn, ckpt, mngr, x, y,
                              cfg["epochs"], steps, cfg["batch_size"], seed,
                              f"train {dataset}/{arch}" if progress else None)
     meta = {"arch": arch, "arch_kwargs": arch_kwargs, "dataset": dataset, "num_classes": k,
             "input_shape": list(x.shape[1:]), "epochs": max(cfg["epochs"], int(ckpt["epoch"])),
             **{c: config[c] for c in ("lr", "lr_decay", "batch_size", "weight_decay",
-                                      "augment", "seed", "limit", "split", "side")},
+                                      "augment", "seed", "limit", "split", "side", "dp")},
             "train_seconds": round(time.perf_counter() - tic, 2)}  # this call's epochs
     meta["last_epoch_loss_acc"] = [round(float(v), 5) for v in history[-1]] if history else None
     return _save(workdir, Classifier(module, variables_of(state), meta), (x, y), (xt, yt))
