@@ -73,7 +73,8 @@ def test_wrong_image_shape_is_a_clear_error(models):
 @pytest.mark.parametrize("name, expect", [("quickstart", "evaluator top-1"),
                                           ("generative", "one-time queries"),
                                           ("network_inversion", "training vs held-out"),
-                                          ("gradient_leakage", "exact recovery 1.00")])
+                                          ("gradient_leakage", "exact recovery 1.00"),
+                                          ("membership", "RDP says")])
 def test_notebook_runs(name, expect, tmp_path):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")

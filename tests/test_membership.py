@@ -151,8 +151,10 @@ def test_bad_settings_are_clear_errors(kw, match, tmp_path):
 def test_cli_membership(tmp_path, capsys):
     out = tmp_path / "cli"
     assert main(["membership", "--out", str(out), "--examples", "100", "--models", "4",
-                 "--epochs", "2"]) == 0
+                 "--epochs", "2", "--compare-sequential"]) == 0
     printed = json.loads(capsys.readouterr().out.splitlines()[0])
+    timing = json.loads((out / "results.json").read_text())["timing"]
+    assert timing["together_s"] > 0 and timing["one_by_one_s"] > 0
     assert set(printed) == {"lira_online", "lira_online_fixed_variance", "lira_offline",
                             "lira_offline_fixed_variance", "global_threshold", "loss"}
     assert main(["membership", "--out", str(tmp_path / "bad"), "--models", "2"]) == 2

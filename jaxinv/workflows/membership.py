@@ -66,7 +66,8 @@ def membership(out: str | Path, *, dataset: str = "digits", model: str = "mlp",
     ``canaries`` appends that many planted examples (uniform-noise images with random
     labels) to the population; ``metrics_canaries`` scores them alone (a model that
     memorises gives them away). ``compare_sequential`` also trains the same models one by
-    one (the same seeds and masks) and records both wall times. Resumable: the models
+    one (the same seeds and masks) and records both wall times (``together_s``,
+    ``one_by_one_s``; no checkpoints on either side, compilation included). Resumable: the models
     checkpoint every epoch in ``out/models`` (timings then cover this call only).
 
     Example:
@@ -97,7 +98,10 @@ def membership(out: str | Path, *, dataset: str = "digits", model: str = "mlp",
     res = fit_many(module, x, y, seeds=seeds, masks=keep, workdir=out / "models",
                    progress=progress, **kw)
     timing = {"fit_many_s": time.perf_counter() - tic, "fit_many_train_s": res.seconds}
-    if compare_sequential:
+    if compare_sequential:  # both without checkpoints, compile included
+        tic = time.perf_counter()
+        fit_many(module, x, y, seeds=seeds, masks=keep, progress=False, **kw)
+        timing["together_s"] = time.perf_counter() - tic
         tic = time.perf_counter()
         for m in range(models):
             fit_many(module, x, y, seeds=seeds[m:m + 1], masks=keep[m:m + 1], progress=False,
