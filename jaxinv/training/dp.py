@@ -8,9 +8,9 @@ sampler really runs; models with state shared across examples (batch norm) are r
 
 Poisson batches have a random size; a jitted step needs a fixed one, so each step samples
 every example with probability ``q`` and gathers the sampled ones into ``max_batch``
-slots (padding has weight 0). ``max_batch`` is the binomial quantile at ``1 - 1e-12``
-per step: truncation, which the accountant does not model, is counted in
-``truncated_steps`` and has not been seen.
+slots (padding has weight 0). ``max_batch`` is the binomial quantile at ``1 - 1e-12``,
+so a step drops sampled examples (an event the accountant does not model) with
+probability below 1e-12.
 """
 
 from __future__ import annotations

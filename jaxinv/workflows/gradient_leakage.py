@@ -166,8 +166,11 @@ def gradient_leakage(out: str | Path, *, attack: str = "dlg", dataset: str = "mn
                "flagged_victims": np.flatnonzero(~r.finite).tolist(),
                "chains_failed": int(np.sum(res.failed)), "steps_run": int(res.steps_run),
                "per_victim": _per_victim(scores, r.finite)}
-    timing = {**res.timing, "victims_per_s": len(kept) / max(res.timing["run_s"], 1e-9),
-              "wall_s": time.perf_counter() - tic}
+    # victims per second of attack: this call's share of the run (a resumed run timed only
+    # its own steps; one that resumed at the end timed none: null)
+    done = res.timing["steps_timed"] / max(int(res.steps_run), 1)
+    timing = {**res.timing, "wall_s": time.perf_counter() - tic, "victims_per_s": (
+        len(kept) * done / res.timing["run_s"] if res.timing["steps_timed"] else None)}
     config = {"dataset": dataset, "split": split, "model": model, "model_seed": model_seed,
               "victims": victims, "batch": batch, "restarts": restarts,
               "steps": kernel.config["steps"], "labels": labels, "defense": defense,
