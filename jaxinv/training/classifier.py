@@ -179,19 +179,19 @@ def fit(dataset: str, arch: str, workdir: str | Path, *, epochs: int | None = No
     cfg["batch_size"] = min(cfg["batch_size"], len(x))
     module = create(arch, k, **arch_kwargs)
     steps = len(x) // cfg["batch_size"]  # per epoch; the last partial batch is dropped
-    dp_cfg = dp_meta = None
-    if dp is not None:
-        from jaxinv.training import dp as DP
-
-        if set(init_variables(module, x.shape[1:], seed)) != {"params"}:
-            raise ValueError(f"fit: DP-SGD needs per-example gradients; {arch!r} keeps state "
-                             "across examples (batch norm): choose another arch")
-        dp_cfg, dp_meta = DP.setting(dp, len(x), cfg["batch_size"], cfg["epochs"])
     schedule = optax.exponential_decay(cfg["lr"], steps, cfg["lr_decay"], staircase=True)
     tx = optax.adamw(schedule, weight_decay=weight_decay)
     ckpt = {"train": init_state(init_variables(module, x.shape[1:], seed), tx),
             "epoch": jnp.zeros((), jnp.int32),
             "rng": jnp.array(jax.random.key_data(jax.random.key(seed)))}
+    dp_cfg = dp_meta = None
+    if dp is not None:
+        from jaxinv.training import dp as DP
+
+        if ckpt["train"].rest:
+            raise ValueError(f"fit: DP-SGD needs per-example gradients; {arch!r} keeps state "
+                             "across examples (batch norm): choose another arch")
+        dp_cfg, dp_meta = DP.setting(dp, len(x), cfg["batch_size"], cfg["epochs"])
     config = json.loads(json.dumps({  # tuples -> lists, as read back
         "dataset": dataset, "arch": arch, "arch_kwargs": arch_kwargs, "seed": seed,
         "split": split, "side": side if split else None,
