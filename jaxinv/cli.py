@@ -125,6 +125,13 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--dp-delta", type=float, default=1e-5)
     t.add_argument("--dp-clip", type=float, default=1.0, help="per-example gradient norm bound")
     t.add_argument("--dp-accountant", default="pld", choices=("pld", "rdp"))
+    t.add_argument("--defense", default=None, metavar="NAME[:OPT=V,...]",
+                   help="train with a defense (jaxinv.training.defenses): "
+                        "'negls:alpha=-0.05,warmup=0.25,start=0.5', "
+                        "'distill:teacher=DIR,temperature=4,hard=0', 'mid:beta=0.01,k=256' "
+                        "(the model becomes a VIB around --arch) or "
+                        "'bido:lambda_x=2,lambda_y=20,sigma=0' (sigma 0: median heuristic; "
+                        "not with --dp-epsilon); options left out take these defaults")
 
     e = sub.add_parser("evaluate", help="add class- and sample-level leakage metrics to a run")
     e.add_argument("--run", required=True, help="attack run directory (holds results.json)")
@@ -221,13 +228,15 @@ def _train(args) -> None:
         "accountant": args.dp_accountant}
     clf = fit(args.dataset, args.arch, args.workdir, epochs=args.epochs, lr=args.lr,
               batch_size=args.batch_size, seed=args.seed, split=args.split,
-              limit=args.limit, dp=dp)
+              limit=args.limit, dp=dp, defense=args.defense)
     guarantee = clf.meta.get("dp")
     if guarantee:
         print(f"DP-SGD: ({guarantee['epsilon']:.3f}, {guarantee['delta']:g})-DP by "
               f"{guarantee['accountant']}, noise multiplier {guarantee['noise_multiplier']:.3f}"
               f", clip {guarantee['clip']:g}, {guarantee['steps']} steps at q="
               f"{guarantee['sampling_rate']:.4f}")
+    if clf.meta.get("defense"):
+        print("defense: " + ", ".join(f"{k}={v}" for k, v in clf.meta["defense"].items()))
     print(f"test accuracy {clf.meta['test_accuracy']:.4f}; model in {args.workdir}")
 
 

@@ -125,3 +125,36 @@ def test_cli_train_dp(tmp_path, capsys):
                  "--workdir", str(tmp_path / "bad"), "--dp-epsilon", "-1"]) == 2
     err = capsys.readouterr().err.strip()
     assert "epsilon must be > 0" in err and "\n" not in err
+
+
+def test_fit_many_dp_respects_masks_and_records_the_guarantee():
+    from jaxinv import data
+    from jaxinv.models import create
+    from jaxinv.training.many import fit_many
+
+    x, y = data.load("digits", "train")
+    x, y = x[:600], y[:600]
+    masks = np.stack([y < 5, y >= 5])  # model 0 sees digits 0-4 only, model 1 digits 5-9
+    res = fit_many(create("softmax", 10), x, y, seeds=[0, 1], masks=masks, epochs=8,
+                   batch_size=30, lr=0.05, progress=False,
+                   dp={"noise_multiplier": 0.5, "delta": 1e-5})
+    logits = np.stack([np.asarray(create("softmax", 10).apply(
+        jax.tree.map(lambda a, m=m: a[m], res.variables), x)[0]) for m in range(2)])
+    pred = logits.argmax(-1)
+    assert (pred[0] < 5).mean() > 0.95 and (pred[1] >= 5).mean() > 0.95
+    g, steps = res.dp, 8 * -(-int(masks.sum(1).max()) // 30)
+    q = 30 / masks.sum(1).min()  # the largest sampling rate is accounted for
+    assert g["steps"] == steps and g["sampling_rate"] == pytest.approx(q)
+    assert g["epsilon"] == pytest.approx(DP.epsilon_spent(0.5, q, steps, 1e-5, "pld"))
+    with pytest.raises(ValueError, match="sampling rate"):
+        fit_many(create("softmax", 10), x, y, seeds=[0, 1], masks=masks, epochs=1,
+                 batch_size=400, progress=False, dp={"epsilon": 1.0})
+
+
+def test_membership_cli_trains_with_dp(tmp_path, capsys):
+    out = tmp_path / "mia"
+    assert main(["membership", "--out", str(out), "--examples", "100", "--models", "4",
+                 "--epochs", "2", "--batch-size", "20", "--dp-epsilon", "8"]) == 0
+    rec = json.loads((out / "results.json").read_text())
+    assert rec["dp"]["epsilon"] <= 8.0 and rec["config"]["dp"]["epsilon"] == 8.0
+    assert 0.0 <= rec["metrics"]["lira_online"]["auc"] <= 1.0

@@ -1,5 +1,6 @@
 """Membership inference: statistics, LiRA, ROC metrics, the workflow (planted canaries are
-found far above chance) and the CLI."""
+found far above chance; RMIA and Shokri et al.'s attack in :mod:`test_membership_attacks`)
+and the CLI."""
 
 import json
 
@@ -119,10 +120,19 @@ def test_planted_canaries_are_found_far_above_chance(run):
     assert ordinary["lira_online_fixed_variance"]["auc"] > 0.6
     assert ordinary["lira_online_fixed_variance"]["auc"] > ordinary["loss"]["auc"] - 0.02
     assert planted["lira_online"]["members"] + planted["lira_online"]["non_members"] == 8 * 20
+    # measured: RMIA 0.726 (0.995 on canaries), offline 0.700 (0.984), Shokri et al. 0.619
+    # (0.887): RMIA beats LiRA with 7 references, as its paper reports for few references
+    for name, low, low_canary in (("rmia", 0.68, 0.95), ("rmia_offline", 0.65, 0.9),
+                                  ("shokri", 0.55, 0.8)):
+        assert ordinary[name]["auc"] > low and planted[name]["auc"] > low_canary, name
+    assert ordinary["rmia"]["auc"] > ordinary["lira_online_fixed_variance"]["auc"]
     assert rec["models"]["train_accuracy_mean"] > rec["models"]["test_accuracy_mean"]
     arrays = np.load(out / "scores.npz")
     assert arrays["keep"].shape == (8, 320) and (arrays["keep"].sum(0) == 4).all()
     assert arrays["score_lira_online"].shape == (8, 320)
+    assert arrays["score_rmia"].shape == arrays["score_shokri"].shape == (8, 320)
+    assert arrays["test_true_class_probability"].shape == (8, 360)  # RMIA's z: the test split
+    np.testing.assert_allclose(arrays["true_class_probability"], np.exp(arrays["neg_loss"]))
     again = R.summary(arrays["score_lira_online"][:, :300], arrays["keep"][:, :300])
     assert again["auc"] == pytest.approx(rec["metrics"]["lira_online"]["auc"])
     assert (out / "roc.png").stat().st_size > 1000
@@ -132,6 +142,7 @@ def test_results_are_strict_json_and_a_rerun_resumes(run):
     out, rec = run
     text = (out / "results.json").read_text()
     assert "NaN" not in text and json.loads(text)["metrics"] == rec["metrics"]
+    assert {"rmia", "rmia_offline", "shokri"} <= set(rec["metrics"])
     again = membership(out, examples=300, canaries=20, models=8, targets=8, epochs=60,
                        progress=False)
     assert again["metrics"] == rec["metrics"]  # the models came back from the checkpoint
@@ -156,7 +167,9 @@ def test_cli_membership(tmp_path, capsys):
     timing = json.loads((out / "results.json").read_text())["timing"]
     assert timing["together_s"] > 0 and timing["one_by_one_s"] > 0
     assert set(printed) == {"lira_online", "lira_online_fixed_variance", "lira_offline",
-                            "lira_offline_fixed_variance", "global_threshold", "loss"}
+                            "lira_offline_fixed_variance", "global_threshold", "loss", "rmia",
+                            "rmia_offline", "shokri"}
+    assert all(0 <= v["auc"] <= 1 for v in printed.values())
     assert main(["membership", "--out", str(tmp_path / "bad"), "--models", "2"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("jaxinv membership: error:") and "\n" not in err

@@ -1,4 +1,5 @@
-"""``jaxinv membership``: LiRA / LOSS membership inference with shadows trained by vmap."""
+"""``jaxinv membership``: LiRA / RMIA / Shokri / LOSS membership inference with shadows
+trained by vmap."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ def add(sub: argparse._SubParsersAction) -> None:
         >>> p.parse_args(["membership", "--out", "m"]).models
         16
     """
-    m = sub.add_parser("membership", help="LiRA and LOSS membership inference (shadow models "
-                                          "trained together)")
+    m = sub.add_parser("membership", help="LiRA, RMIA, Shokri et al. and LOSS membership "
+                                          "inference (shadow models trained together)")
     m.add_argument("--out", required=True, help="run directory")
     m.add_argument("--dataset", default="digits", help="digits, mnist, cifar10, ... or .npz")
     m.add_argument("--model", default="mlp", help="architecture of target and shadows")
@@ -33,6 +34,10 @@ def add(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--compare-sequential", action="store_true",
                    help="also train the models one by one and record both wall times")
     m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--dp-epsilon", type=float, default=None,
+                   help="train every model with DP-SGD at this epsilon")
+    m.add_argument("--dp-delta", type=float, default=1e-5)
+    m.add_argument("--dp-clip", type=float, default=1.0, help="per-example clipping norm")
 
 
 def run(args: argparse.Namespace) -> None:
@@ -43,7 +48,10 @@ def run(args: argparse.Namespace) -> None:
                      examples=args.examples, canaries=args.canaries, models=args.models,
                      targets=args.targets, epochs=args.epochs, batch_size=args.batch_size,
                      lr=args.lr, weight_decay=args.weight_decay, seed=args.seed,
-                     compare_sequential=args.compare_sequential)
+                     compare_sequential=args.compare_sequential,
+                     dp=None if args.dp_epsilon is None else {
+                         "epsilon": args.dp_epsilon, "delta": args.dp_delta,
+                         "clip": args.dp_clip})
     print(json.dumps({k: {"auc": round(v["auc"], 4), "tpr_at_0.1%_fpr":
                           round(v["tpr_at_0.1%_fpr"], 4)} for k, v in rec["metrics"].items()}))
     print(f"results in {args.out}/results.json; ROC in {args.out}/roc.png")

@@ -45,4 +45,31 @@ def neg_loss(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return own - logsumexp(logits, axis=-1)
 
 
-__all__ = ["logit_confidence", "neg_loss"]
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Prediction vectors ``softmax(logits / temperature)`` over the last axis (Shokri et al.'s
+    attack features; RMIA's ``Pr(x|θ)`` is the true label's entry).
+
+    Example:
+        >>> softmax(np.array([[0.0, np.log(3.0)]])).round(4)
+        array([[0.25, 0.75]])
+    """
+    if not temperature > 0:
+        raise ValueError(f"softmax: temperature must be positive, got {temperature}")
+    logits = np.asarray(logits, np.float64) / temperature
+    if logits.ndim < 1 or not np.isfinite(logits).all():
+        raise ValueError("softmax: logits hold NaN or inf (a diverged model?)")
+    return np.exp(logits - logsumexp(logits, axis=-1, keepdims=True))
+
+
+def true_class_probability(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """The softmax probability of each example's label (RMIA's ``Pr(x|θ)``): ``exp`` of
+    :func:`neg_loss`.
+
+    Example:
+        >>> true_class_probability(np.array([[0.0, np.log(3.0)]]), np.array([1])).round(4)
+        array([0.75])
+    """
+    return np.exp(neg_loss(logits, labels))
+
+
+__all__ = ["logit_confidence", "neg_loss", "softmax", "true_class_probability"]

@@ -180,18 +180,58 @@ class VGG(nn.Module):
         return nn.Dense(self.num_classes)(f), f
 
 
+class VIB(nn.Module):
+    """MID's variational information bottleneck (Wang et al., AAAI 2021) on a ``base`` arch.
+
+    The base's penultimate features go through ``Dense(2k)`` to a mean and
+    ``std = softplus(s - 5)``; ``z = mean + std * eps`` in training (rng stream ``"vib"``)
+    and ``z = mean`` in evaluation; logits ``= Dense(num_classes)(z)``, features ``= z``.
+    Training sows ``mean`` and ``std`` into ``"intermediates"`` (the loss's KL term:
+    :mod:`jaxinv.training.defenses`). The base's own output layer is built but unused.
+    ``base_kwargs``: the base's options (a dict, or pairs).
+
+    Example:
+        >>> model = create("vib", 10, base="mlp", base_kwargs={"hidden": [32]}, k=8)
+        >>> v = model.init(key, jnp.zeros((1, 8, 8, 1)))
+        >>> [a.shape for a in model.apply(v, jnp.zeros((3, 8, 8, 1)))]
+        [(3, 10), (3, 8)]
+    """
+
+    num_classes: int
+    base: str = "cnn"
+    base_kwargs: Any = ()
+    k: int = 256
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        base = ARCHS[self.base](num_classes=self.num_classes, name="base",
+                                **dict(self.base_kwargs))
+        s = nn.Dense(2 * self.k)(base(x, train)[1])
+        mean, std = s[:, :self.k], nn.softplus(s[:, self.k:] - 5.0)
+        if not train:
+            return nn.Dense(self.num_classes)(mean), mean
+        self.sow("intermediates", "mean", mean)
+        self.sow("intermediates", "std", std)
+        z = mean + std * jax.random.normal(self.make_rng("vib"), mean.shape, mean.dtype)
+        return nn.Dense(self.num_classes)(z), z
+
+
 ARCHS = {"softmax": SoftmaxRegression, "mlp": MLP, "cnn": LeNet, "resnet": ResNet, "vgg": VGG,
          "dlg-lenet": DLGLeNet}
+WRAPPERS = {"vib": VIB}  # archs around another arch (``base``); not in ARCHS
 
 
 def _frozen(v: Any) -> Any:
-    """Lists (e.g. from JSON) -> tuples, so modules stay hashable (jit static arguments)."""
+    """Lists (e.g. from JSON) -> tuples and dicts -> sorted pairs, so modules stay hashable
+    (jit static arguments)."""
+    if isinstance(v, dict):
+        return tuple(sorted((k, _frozen(e)) for k, e in v.items()))
     return tuple(_frozen(e) for e in v) if isinstance(v, list | tuple) else v
 
 
 def create(arch: str, num_classes: int, **kwargs: Any) -> nn.Module:
     """Build a classifier by name: ``softmax``, ``mlp``, ``cnn``, ``resnet``, ``vgg``,
-    ``dlg-lenet``.
+    ``dlg-lenet``, or ``vib`` (:class:`VIB` around a ``base`` arch).
 
     ``kwargs`` are the architecture's fields (e.g. ``hidden=(500,)`` for ``mlp``);
     lists are turned into tuples.
@@ -203,12 +243,12 @@ def create(arch: str, num_classes: int, **kwargs: Any) -> nn.Module:
         >>> logits.shape, features.shape
         ((5, 10), (5, 128))
     """
-    if arch not in ARCHS:
-        raise ValueError(f"unknown arch {arch!r}; valid archs: {', '.join(ARCHS)}")
+    if arch not in ARCHS and arch not in WRAPPERS:
+        raise ValueError(f"unknown arch {arch!r}; valid archs: {', '.join([*ARCHS, *WRAPPERS])}")
     if isinstance(num_classes, bool) or not isinstance(num_classes, int | np.integer) \
             or num_classes < 2:
         raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
-    cls = ARCHS[arch]
+    cls = ARCHS.get(arch) or WRAPPERS[arch]
     fields = [f.name for f in dataclasses.fields(cls) if f.name not in
               ("num_classes", "parent", "name")]
     bad = sorted(set(kwargs) - set(fields))
@@ -217,6 +257,11 @@ def create(arch: str, num_classes: int, **kwargs: Any) -> nn.Module:
     if kwargs.get("activation", "relu") not in ACTIVATIONS:
         raise ValueError(f"unknown activation {kwargs['activation']!r}; valid: "
                          f"{', '.join(ACTIVATIONS)}")
+    if arch in WRAPPERS:  # check the wrapped arch now, not at the first apply
+        if kwargs.get("base", "cnn") not in ARCHS:
+            raise ValueError(f"arch {arch!r}: base must be one of {', '.join(ARCHS)}, got "
+                             f"{kwargs.get('base')!r}")
+        create(kwargs.get("base", "cnn"), num_classes, **dict(kwargs.get("base_kwargs") or {}))
     return cls(num_classes=int(num_classes), **{k: _frozen(v) for k, v in kwargs.items()})
 
 

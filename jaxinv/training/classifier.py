@@ -30,7 +30,8 @@ import optax
 from jaxinv import data
 from jaxinv.evaluation import results
 from jaxinv.models import Classifier, check_finite, create, describe, init_variables
-from jaxinv.training.step import classifier_loss, init_state, make_step, variables_of
+from jaxinv.training import defenses
+from jaxinv.training.step import init_state, make_step, variables_of
 
 # fit() defaults; DEFAULTS[(dataset, arch)] overrides DEFAULT. ``augment`` = max random
 # shift in pixels (zero padding) applied to training batches; ``lr_decay`` = factor
@@ -61,39 +62,43 @@ DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
 }
 PROGRESS_EVERY = 50  # steps between progress-bar updates (each one a host sync)
 _CONFIG_KEYS = ("dataset", "arch", "arch_kwargs", "batch_size", "lr", "lr_decay",
-                "weight_decay", "augment", "seed", "limit", "split", "side", "dp")
+                "weight_decay", "augment", "seed", "limit", "split", "side", "dp",
+                "defense")
 
 
-def _step_fn(module, tx, augment: int):
-    """Jitted ``(state, sums, x, y, perm, i, key) -> (state, sums + [loss, acc])``: one
-    :func:`~jaxinv.training.step.make_step` step on batch ``perm[i]``. Steps are
-    dispatched from a Python loop, not a ``scan``: XLA:CPU runs weight-gradient
-    convolutions ~50x slower inside loops."""
-    inner = make_step(classifier_loss(module, augment), tx)
+def _step_fn(loss_at, tx, aux=None):
+    """``(state, sums, x, y, perm, i, key) -> (state, sums + [loss, acc])``, jitted: one
+    :func:`~jaxinv.training.step.make_step` step on batch ``perm[i]`` of the loss
+    ``loss_at(state.step, aux)`` (:func:`jaxinv.training.defenses.loss_fn`; ``aux``: a
+    teacher's variables, an argument of the jitted step). Steps are dispatched from a
+    Python loop, not a ``scan``: XLA:CPU runs weight-gradient convolutions ~50x slower
+    inside loops."""
 
-    def step(state, sums, x, y, perm, i, key):
+    def step(state, sums, x, y, perm, i, key, aux):
         idx = perm[i]
+        inner = make_step(loss_at(state.step, aux), tx)
         state, m = inner(state, (x[idx], y[idx]), jnp.ones(idx.shape, jnp.float32),
                          jax.random.fold_in(key, i))
         return state, sums + jnp.stack([m["loss"], m["acc"]])
 
-    return jax.jit(step, donate_argnums=(0, 1))
+    jitted = jax.jit(step, donate_argnums=(0, 1))
+    return lambda *args: jitted(*args, aux)
 
 
-def _dp_step_fn(module, tx, augment: int, dp, n: int):
-    """:func:`_step_fn`'s signature for DP-SGD: step ``i`` draws its own Poisson batch (the
-    epoch permutation is unused), clips per-example gradients and noises their sum
+def _dp_step_fn(loss_at, tx, dp, n: int, aux=None):
+    """:func:`_step_fn` for DP-SGD: step ``i`` draws its own Poisson batch (the epoch
+    permutation is unused), clips per-example gradients and noises their sum
     (:mod:`jaxinv.training.dp`)."""
     from jaxinv.training import dp as DP
 
-    loss = classifier_loss(module, augment)
-
-    def per_example(params, ex):
-        x, y, k = ex
-        return loss(params, {}, (x[None], y[None]), k)[0][0]
-
-    def step(state, sums, x, y, perm, i, key):
+    def step(state, sums, x, y, perm, i, key, aux):
         del perm
+        loss = loss_at(state.step, aux)
+
+        def per_example(params, ex):
+            x, y, k = ex
+            return loss(params, {}, (x[None], y[None]), k)[0][0]
+
         ks, kn, ka = jax.random.split(jax.random.fold_in(key, i), 3)
         idx, w, _ = DP.poisson_batch(ks, n, dp.sampling_rate, dp.max_batch)
         batch = (x[idx], y[idx], jax.random.split(ka, dp.max_batch))
@@ -107,7 +112,8 @@ def _dp_step_fn(module, tx, augment: int, dp, n: int):
         live = jnp.maximum(w.sum(), 1.0)
         return new, sums + jnp.stack([(losses * w).sum() / live, (m["acc"] * w).sum() / live])
 
-    return jax.jit(step, donate_argnums=(0, 1))
+    jitted = jax.jit(step, donate_argnums=(0, 1))
+    return lambda *args: jitted(*args, aux)
 
 
 @partial(jax.jit, static_argnums=(1, 2, 3))
@@ -136,7 +142,7 @@ def fit(dataset: str, arch: str, workdir: str | Path, *, epochs: int | None = No
         arch_kwargs: dict | None = None, progress: bool = True,
         data_dir: str | Path | None = None, limit: int | None = None,
         split: str | None = None, side: str = "private",
-        dp: dict | None = None) -> Classifier:
+        dp: dict | None = None, defense: dict | str | None = None) -> Classifier:
     """Train ``arch`` on ``dataset``'s train split with Adam(W); save it in ``workdir``.
 
     Defaults for ``epochs``, ``lr``, ``lr_decay`` (per-epoch factor), ``batch_size`` and
@@ -158,6 +164,13 @@ def fit(dataset: str, arch: str, workdir: str | Path, *, epochs: int | None = No
     the noise calibrated by ``dp-accounting`` for all the epochs' steps; ``model.json``
     records the guarantee under ``dp``. Models with batch statistics are refused.
 
+    ``defense`` trains with a defense against model inversion / membership inference
+    (:mod:`jaxinv.training.defenses`): ``{"name": "negls", "alpha": -0.05}``,
+    ``{"name": "distill", "teacher": DIR, "temperature": 4.0}``, ``{"name": "mid",
+    "beta": 0.01, "k": 256}`` (the model becomes arch ``vib`` around ``arch``),
+    ``{"name": "bido", "lambda_x": 2.0, "lambda_y": 20.0}`` (not with ``dp``), or the
+    string ``"negls:alpha=-0.05"``; ``model.json`` records it under ``defense``.
+
     Example:
         >>> import tempfile
         >>> clf = fit("digits", "softmax", tempfile.mkdtemp(), epochs=20, progress=False)
@@ -165,7 +178,14 @@ def fit(dataset: str, arch: str, workdir: str | Path, *, epochs: int | None = No
         True
     """
     arch_kwargs = dict(arch_kwargs or {})
-    create(arch, 2, **arch_kwargs)  # unknown arch / options fail before data loads
+    spec = defenses.parse(defense)  # bad defenses, arch or options fail before data loads
+    if arch == "vib":
+        raise ValueError("fit: arch 'vib' is built by defense mid: pass its base arch and "
+                         "defense={'name': 'mid', ...}")
+    if dp is not None:
+        defenses.check_dp(spec)
+    model_arch, model_kwargs = defenses.arch_for(arch, arch_kwargs, spec)
+    create(model_arch, 2, **model_kwargs)
     cfg = _settings(dataset, arch, epochs=epochs, batch_size=batch_size, lr=lr,
                     augment=augment, lr_decay=lr_decay, weight_decay=weight_decay, limit=limit)
     x, y = data.load(dataset, "train", data_dir=data_dir)
@@ -177,7 +197,8 @@ def fit(dataset: str, arch: str, workdir: str | Path, *, epochs: int | None = No
     x, y = x[:limit], y[:limit]
     k = _num_classes(dataset, x, y, xt, yt)
     cfg["batch_size"] = min(cfg["batch_size"], len(x))
-    module = create(arch, k, **arch_kwargs)
+    module = create(model_arch, k, **model_kwargs)
+    teacher = defenses.load_teacher(spec, x.shape[1:], k)
     steps = len(x) // cfg["batch_size"]  # per epoch; the last partial batch is dropped
     schedule = optax.exponential_decay(cfg["lr"], steps, cfg["lr_decay"], staircase=True)
     tx = optax.adamw(schedule, weight_decay=weight_decay)
@@ -196,19 +217,25 @@ def fit(dataset: str, arch: str, workdir: str | Path, *, epochs: int | None = No
         "dataset": dataset, "arch": arch, "arch_kwargs": arch_kwargs, "seed": seed,
         "split": split, "side": side if split else None,
         **{c: cfg[c] for c in ("batch_size", "lr", "lr_decay", "weight_decay", "augment",
-                               "limit")}, "dp": dp_meta}))
+                               "limit")}, "dp": dp_meta, "defense": spec}))
     workdir = Path(workdir).absolute()
     mngr, ckpt = _open(workdir, config, ckpt, f"{dataset}/{arch}" if progress else None)
     tic = time.perf_counter()
-    step_fn = (_step_fn(module, tx, cfg["augment"]) if dp_cfg is None else
-               _dp_step_fn(module, tx, cfg["augment"], dp_cfg, len(x)))
+    loss_at = defenses.loss_fn(module, spec, augment=cfg["augment"],
+                               total_steps=cfg["epochs"] * steps,
+                               teacher=None if teacher is None else teacher.module)
+    aux = None if teacher is None else jax.device_put(teacher.variables)  # once, not per step
+    step_fn = (_step_fn(loss_at, tx, aux) if dp_cfg is None else
+               _dp_step_fn(loss_at, tx, dp_cfg, len(x), aux))
     state, history = _epochs(step_fn, ckpt, mngr, x, y,
                              cfg["epochs"], steps, cfg["batch_size"], seed,
                              f"train {dataset}/{arch}" if progress else None)
-    meta = {"arch": arch, "arch_kwargs": arch_kwargs, "dataset": dataset, "num_classes": k,
+    meta = {"arch": model_arch, "arch_kwargs": model_kwargs, "dataset": dataset,
+            "num_classes": k,
             "input_shape": list(x.shape[1:]), "epochs": max(cfg["epochs"], int(ckpt["epoch"])),
             **{c: config[c] for c in ("lr", "lr_decay", "batch_size", "weight_decay",
-                                      "augment", "seed", "limit", "split", "side", "dp")},
+                                      "augment", "seed", "limit", "split", "side", "dp",
+                                      "defense")},
             "train_seconds": round(time.perf_counter() - tic, 2)}  # this call's epochs
     meta["last_epoch_loss_acc"] = [round(float(v), 5) for v in history[-1]] if history else None
     return _save(workdir, Classifier(module, variables_of(state), meta), (x, y), (xt, yt))

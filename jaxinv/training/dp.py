@@ -181,10 +181,12 @@ def private_grad(per_example_loss: Callable, params: Any, batch: Any, weights: j
 
 
 
-def setting(dp: dict, n: int, batch_size: int, epochs: int) -> tuple[DPConfig, dict]:
+def setting(dp: dict, n: int, batch_size: int, epochs: int,
+            steps: int | None = None) -> tuple[DPConfig, dict]:
     """Resolve a ``fit(dp=...)`` request ``{"epsilon", "delta", "clip"=1, "accountant"=
     "pld"}`` (or an explicit ``"noise_multiplier"``) for ``n`` examples, expected batch
-    ``batch_size`` and ``epochs`` epochs of ``n // batch_size`` steps; returns the config
+    ``batch_size`` and ``epochs`` epochs of ``n // batch_size`` steps (or ``steps`` in all,
+    when given); returns the config
     and the guarantee recorded in ``model.json`` (epsilon by both accountants).
 
     Example:
@@ -197,7 +199,7 @@ def setting(dp: dict, n: int, batch_size: int, epochs: int) -> tuple[DPConfig, d
         raise ValueError(f"DP: unknown settings {sorted(unknown)}")
     delta, clip = float(dp.get("delta", 1e-5)), float(dp.get("clip", 1.0))
     accountant = dp.get("accountant", "pld")
-    q, steps = batch_size / n, epochs * max(n // batch_size, 1)
+    q, steps = batch_size / n, steps or epochs * max(n // batch_size, 1)
     if not clip > 0:
         raise ValueError(f"DP: clip must be > 0, got {clip}")
     if dp.get("noise_multiplier") is not None:

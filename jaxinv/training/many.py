@@ -28,11 +28,13 @@ from jaxinv.training.step import classifier_loss, init_state, make_step, variabl
 
 class ManyResult(NamedTuple):
     """``variables`` stacked over models ``[M, ...]``; ``history [epochs, M, 2]`` holds
-    each epoch's mean (loss, accuracy); ``seconds`` the training time of this call."""
+    each epoch's mean (loss, accuracy); ``seconds`` the training time of this call; ``dp``
+    the DP-SGD guarantee every model has (``None`` without DP)."""
 
     variables: dict
     history: np.ndarray
     seconds: float
+    dp: dict | None = None
 
 
 @partial(jax.jit, static_argnums=(3, 4))
@@ -70,8 +72,15 @@ def _check(x, y, masks, seeds) -> tuple[np.ndarray, list[int]]:
 def fit_many(module: Any, x: np.ndarray, y: np.ndarray, *, seeds: list[int],
              masks: np.ndarray | None = None, epochs: int = 10, batch_size: int = 128,
              lr: float = 1e-3, weight_decay: float = 1e-4, augment: int = 0,
-             workdir: str | Path | None = None, progress: bool = True) -> ManyResult:
+             workdir: str | Path | None = None, progress: bool = True,
+             dp: dict | None = None) -> ManyResult:
     """Train ``len(seeds)`` copies of ``module`` at once, model ``m`` on ``x[masks[m]]``.
+
+    ``dp={"epsilon", "delta", "clip", "accountant"}`` (as :func:`jaxinv.training.fit`)
+    trains every model with DP-SGD: each step, model ``m`` draws a Poisson batch from its
+    own examples at rate ``batch_size / |masks[m]|``; the noise is calibrated for the
+    largest such rate over ``epochs * ceil(max |masks[m]| / batch_size)`` steps, so every
+    model spends at most ``epsilon`` (recorded in ``ManyResult.dp``).
 
     Checkpoints every epoch with orbax in ``workdir`` and resumes from it (a directory
     of other settings is refused).
@@ -96,15 +105,24 @@ def fit_many(module: Any, x: np.ndarray, y: np.ndarray, *, seeds: list[int],
         lambda *a: jnp.stack(a), *[init_variables(module, x.shape[1:], s) for s in seeds]))
     keys = jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.uint32))
     inner = make_step(classifier_loss(module, augment), tx)
+    dp_cfg, dp_meta = (None, None) if dp is None else _dp_setting(dp, masks, batch_size,
+                                                                  epochs * steps)
+    if dp_cfg is not None and states.rest:
+        raise ValueError("fit_many: DP-SGD needs per-example gradients; this module keeps "
+                         "state across examples (batch norm): choose another arch")
 
     @partial(jax.jit, donate_argnums=(0,))
     def step(states, xd, yd, idx, w, i, epoch):
         ks = jax.vmap(lambda k: jax.random.fold_in(jax.random.fold_in(k, epoch), i))(keys)
-        return jax.vmap(inner)(states, (xd[idx], yd[idx]), w, ks)
+        if dp_cfg is None:
+            return jax.vmap(inner)(states, (xd[idx], yd[idx]), w, ks)
+        one = _dp_step(classifier_loss(module, augment), tx, dp_cfg, xd, yd, batch_size)
+        return jax.vmap(one)(states, jnp.asarray(masks), ks)
 
     config = {"module": repr(module), "seeds": seeds, "masks": _digest(masks),
               "data": _digest(x) + _digest(y), "batch_size": batch_size, "lr": lr,
-              "weight_decay": weight_decay, "augment": augment}
+              "weight_decay": weight_decay, "augment": augment,
+              **({"dp": dp_meta} if dp_meta else {})}
     mngr, start, history = _resume(workdir, config, states, ocp)
     if start:
         item = mngr.restore(start, args=ocp.args.StandardRestore(
@@ -131,7 +149,48 @@ def fit_many(module: Any, x: np.ndarray, y: np.ndarray, *, seeds: list[int],
     if bar is not None:
         bar.close()
     hist = np.stack(history) if history else np.zeros((0, len(seeds), 2), np.float32)
-    return ManyResult(variables_of(states), hist, time.perf_counter() - tic)
+    return ManyResult(variables_of(states), hist, time.perf_counter() - tic, dp_meta)
+
+
+def _dp_setting(dp: dict, masks: np.ndarray, batch_size: int, steps: int):
+    """Every model's DP-SGD setting: the noise for the largest sampling rate (the smallest
+    mask) over ``steps`` steps; batch slots for the largest binomial quantile."""
+    from jaxinv.training import dp as DP
+
+    n = masks.sum(1)
+    cfg, meta = DP.setting(dp, int(n.min()), batch_size, 1, steps=steps)
+    slots = max(DP.max_batch(int(m), batch_size / int(m)) for m in np.unique(n))
+    meta["max_batch"] = slots
+    return cfg._replace(max_batch=slots), meta
+
+
+def _dp_step(loss, tx, cfg, xd, yd, batch_size: int):
+    """One model's DP-SGD step ``(state, mask, key) -> (state, metrics)`` on a Poisson
+    batch of its own examples (rate ``batch_size / |mask|``)."""
+    from jaxinv.training import dp as DP
+
+    def per_example(params, ex):
+        x, y, k = ex
+        return loss(params, {}, (x[None], y[None]), k)[0][0]
+
+    def one(state, mask, key):
+        ks, kn, ka = jax.random.split(key, 3)
+        take = mask & (jax.random.uniform(ks, mask.shape) < batch_size / mask.sum())
+        (idx,) = jnp.nonzero(take, size=cfg.max_batch, fill_value=0)
+        w = (jnp.arange(cfg.max_batch) < take.sum()).astype(jnp.float32)
+        batch = (xd[idx], yd[idx], jax.random.split(ka, cfg.max_batch))
+        g, _ = DP.private_grad(per_example, state.params, batch, w, kn, clip=cfg.clip,
+                               noise_multiplier=cfg.noise_multiplier,
+                               expected_batch=float(batch_size))
+        updates, opt_state = tx.update(g, state.opt_state, state.params)
+        new = state._replace(params=optax.apply_updates(state.params, updates),
+                             opt_state=opt_state, step=state.step + 1)
+        losses, (m, _) = loss(state.params, {}, (xd[idx], yd[idx]), ka)
+        live = jnp.maximum(w.sum(), 1.0)
+        return new, {"loss": (losses * w).sum() / live, "acc": (m["acc"] * w).sum() / live,
+                     "live": jnp.float32(1.0)}
+
+    return one
 
 
 def _digest(a: np.ndarray) -> str:

@@ -1,21 +1,23 @@
-"""``jaxinv membership``: LiRA and LOSS membership inference with shadow models trained
-together by :func:`jaxinv.training.many.fit_many`.
+"""``jaxinv membership``: LiRA, RMIA, Shokri et al.'s attack and LOSS membership inference
+with shadow models trained together by :func:`jaxinv.training.many.fit_many`.
 
 :func:`membership` takes ``examples`` training images as the population, gives each of
 ``models`` classifiers a random half of it (:func:`jaxinv.membership.lira.keep_masks`: every
-example is IN for exactly half of the models), trains them in one ``vmap``, and attacks
-each of the first ``targets`` models with all the others as shadows (the LiRA code's
-protocol). It writes ``results.json`` (AUC, TPR at 0.1% / 1% FPR, balanced accuracy per
-attack, pooled over the target models), ``scores.npz`` (the statistics of every model on
-every example, the keep masks, each attack's per-example scores) and ``roc.png``
-(log-log ROC curves).
+example is IN for exactly half of the models), trains them in one ``vmap``, and attacks each
+of the first ``targets`` models with all the others as shadows (the LiRA code's protocol;
+:data:`ATTACKS` lists the attacks). RMIA's population ``z`` is the dataset's test split,
+which no model trained on (as in the ``ml_privacy_meter`` library). It writes
+``results.json`` (AUC, TPR at 0.1% / 1% FPR, balanced accuracy per attack, pooled over the
+target models), ``scores.npz`` (the statistics of every model on every example, the keep
+masks, each attack's per-example scores) and ``roc.png`` (log-log ROC curves).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -24,18 +26,45 @@ from jaxinv import data
 from jaxinv.evaluation import results
 from jaxinv.membership import lira as L
 from jaxinv.membership import metrics as R
-from jaxinv.membership.scores import logit_confidence, neg_loss
+from jaxinv.membership import rmia as RM
+from jaxinv.membership import shokri as SH
+from jaxinv.membership.scores import logit_confidence, neg_loss, softmax
 from jaxinv.models import apply_logits, create
 from jaxinv.training.many import fit_many
 
-# attack name -> (statistic, lira keyword arguments or None for a plain threshold)
-ATTACKS = {
-    "lira_online": ("conf", {"mode": "online"}),
-    "lira_online_fixed_variance": ("conf", {"mode": "online", "fix_variance": True}),
-    "lira_offline": ("conf", {"mode": "offline"}),
-    "lira_offline_fixed_variance": ("conf", {"mode": "offline", "fix_variance": True}),
-    "global_threshold": ("conf", None),
-    "loss": ("loss", None),
+
+class Signals(NamedTuple):
+    """What the attacks read: every model's outputs on the population (``[M, N, ...]``)
+    and on the test split (``[M, Z]``), the labels and the membership masks."""
+
+    conf: np.ndarray  # [M, N] LiRA's logit confidence
+    loss: np.ndarray  # [M, N] minus the cross-entropy
+    probs: np.ndarray  # [M, N, K] softmax vectors
+    p_true: np.ndarray  # [M, N] softmax probability of the label
+    p_test: np.ndarray  # [M, Z] the same on the test split (RMIA's z)
+    labels: np.ndarray  # [N]
+    keep: np.ndarray  # [M, N]
+
+
+def _lira(**kw) -> Callable[[Signals, int], np.ndarray]:
+    return lambda s, t: L.leave_one_out(s.conf, s.keep, t, **kw)
+
+
+def _rmia(**kw) -> Callable[[Signals, int], np.ndarray]:
+    return lambda s, t: RM.leave_one_out(s.p_true, s.keep, s.p_test, t, **kw)
+
+
+# attack name -> scores [targets, N] (higher = member) of the first `targets` models
+ATTACKS: dict[str, Callable[[Signals, int], np.ndarray]] = {
+    "lira_online": _lira(mode="online"),
+    "lira_online_fixed_variance": _lira(mode="online", fix_variance=True),
+    "lira_offline": _lira(mode="offline"),
+    "lira_offline_fixed_variance": _lira(mode="offline", fix_variance=True),
+    "global_threshold": lambda s, t: s.conf[:t],
+    "loss": lambda s, t: s.loss[:t],
+    "rmia": _rmia(mode="online"),
+    "rmia_offline": _rmia(mode="offline"),
+    "shokri": lambda s, t: SH.leave_one_out(s.probs, s.labels, s.keep, t),
 }
 
 
@@ -56,19 +85,24 @@ def stacked_logits(module: Any, variables: Any, x: np.ndarray, batch: int = 512)
 
 
 def membership(out: str | Path, *, dataset: str = "digits", model: str = "mlp",
+               model_kwargs: dict | None = None,
                examples: int = 1000, models: int = 16, targets: int = 1, epochs: int = 20,
                batch_size: int = 64, lr: float = 1e-3, weight_decay: float = 0.0,
                canaries: int = 0, seed: int = 0, data_dir: str | None = None,
-               progress: bool = True, compare_sequential: bool = False) -> dict[str, Any]:
+               progress: bool = True, compare_sequential: bool = False,
+               dp: dict | None = None) -> dict[str, Any]:
     """Train ``models`` classifiers on random halves of ``examples`` training images and
     attack the first ``targets`` of them with the others as shadows; write ``out``.
+    ``model_kwargs`` are the architecture's options (e.g. ``{"hidden": [256]}`` for ``mlp``).
 
     ``canaries`` appends that many planted examples (uniform-noise images with random
     labels) to the population; ``metrics_canaries`` scores them alone (a model that
     memorises gives them away). ``compare_sequential`` also trains the same models one by
     one (the same seeds and masks) and records both wall times (``together_s``,
     ``one_by_one_s``; no checkpoints on either side, compilation included). Resumable: the models
-    checkpoint every epoch in ``out/models`` (timings then cover this call only).
+    checkpoint every epoch in ``out/models`` (timings then cover this call only). ``dp``
+    (``{"epsilon", "delta", "clip"}``) trains every model with DP-SGD
+    (:func:`~jaxinv.training.many.fit_many`); the guarantee is recorded under ``dp``.
 
     Example:
         >>> rec = membership("runs/mia", examples=200, models=4, targets=1, epochs=30,
@@ -90,9 +124,9 @@ def membership(out: str | Path, *, dataset: str = "digits", model: str = "mlp",
         y = np.concatenate([y, rng.integers(0, int(y.max()) + 1, canaries).astype(y.dtype)])
     xt, yt = data.load(dataset, "test", data_dir=data_dir)
     keep = L.keep_masks(models, len(x), seed)
-    module = create(model, data.info(dataset).num_classes)
+    module = create(model, data.info(dataset).num_classes, **(model_kwargs or {}))
     seeds = [seed * 1000 + m for m in range(models)]
-    kw = dict(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay)
+    kw = dict(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, dp=dp)
     out = Path(out)
     tic = time.perf_counter()
     res = fit_many(module, x, y, seeds=seeds, masks=keep, workdir=out / "models",
@@ -108,21 +142,25 @@ def membership(out: str | Path, *, dataset: str = "digits", model: str = "mlp",
                      **kw)
         timing["one_by_one_s"] = time.perf_counter() - tic
     logits = stacked_logits(module, res.variables, x)
-    stats = {"conf": logit_confidence(logits, np.broadcast_to(y, logits.shape[:2])),
-             "loss": neg_loss(logits, np.broadcast_to(y, logits.shape[:2]))}
+    test_logits = stacked_logits(module, res.variables, xt)
+    labels = np.broadcast_to(y, logits.shape[:2])
+    probs = softmax(logits)
+    sig = Signals(conf=logit_confidence(logits, labels), loss=neg_loss(logits, labels),
+                  probs=probs, p_true=np.take_along_axis(probs, labels[..., None], -1)[..., 0],
+                  p_test=softmax(test_logits)[:, np.arange(len(yt)), yt], labels=y, keep=keep)
     scores, metrics, planted = {}, {}, {}
-    for name, (stat, opts) in ATTACKS.items():
-        scores[name] = (stats[stat][:targets] if opts is None else
-                        L.leave_one_out(stats[stat], keep, targets, **opts))
+    for name, attack in ATTACKS.items():
+        scores[name] = attack(sig, targets)
         metrics[name] = R.summary(scores[name][:, :examples], keep[:targets, :examples])
         if canaries:
             planted[name] = R.summary(scores[name][:, examples:], keep[:targets, examples:])
-    test_acc = (stacked_logits(module, res.variables, xt).argmax(-1) == yt).mean(1)
+    test_acc = (test_logits.argmax(-1) == yt).mean(1)
     own = keep[:, :examples]
     train_acc = np.array([(logits[m, :examples][own[m]].argmax(-1) == y[:examples][own[m]]
                            ).mean() for m in range(models)])
     record = {
-        "config": {"dataset": dataset, "model": model, "examples": examples,
+        "config": {"dataset": dataset, "model": model, "model_kwargs": model_kwargs or {},
+                   "examples": examples,
                    "canaries": canaries, "models": models, "targets": targets, "seed": seed,
                    **kw},
         "metrics": metrics,
@@ -130,13 +168,15 @@ def membership(out: str | Path, *, dataset: str = "digits", model: str = "mlp",
         "models": {"train_accuracy_mean": float(train_acc.mean()),
                    "test_accuracy_mean": float(test_acc.mean()),
                    "target_test_accuracy": [float(a) for a in test_acc[:targets]]},
+        "dp": res.dp,
         "timing": timing,
         "versions": results.versions(),
     }
     out.mkdir(parents=True, exist_ok=True)
-    results.write_npz(out / "scores.npz", {"keep": keep, "labels": y, "logit_confidence":
-                                           stats["conf"], "neg_loss": stats["loss"],
-                                           **{f"score_{k}": v for k, v in scores.items()}})
+    arrays = {"keep": keep, "labels": y, "logit_confidence": sig.conf, "neg_loss": sig.loss,
+              "true_class_probability": sig.p_true, "test_true_class_probability": sig.p_test}
+    results.write_npz(out / "scores.npz", {**arrays, **{f"score_{k}": v
+                                                        for k, v in scores.items()}})
     plot_roc(out / "roc.png", {k: R.roc(v[:, :examples], keep[:targets, :examples])
                                 for k, v in scores.items()})
     results.write_json(out / "results.json", record)
@@ -172,4 +212,4 @@ def plot_roc(path: str | Path, curves: dict[str, R.ROC]) -> Path:
     return path
 
 
-__all__ = ["ATTACKS", "membership", "plot_roc", "stacked_logits"]
+__all__ = ["ATTACKS", "Signals", "membership", "plot_roc", "stacked_logits"]
