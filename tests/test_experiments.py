@@ -120,3 +120,23 @@ def test_gradient_leakage_smoke_writes_tables(tmp_path):
     table = (tmp_path / "table.md").read_text()
     assert "| idlg_digits | idlg | digits |" in table and "Defenses" in table
     assert (tmp_path / "ig_digits_b2" / "grid.png").exists()
+
+
+def test_privacy_smoke_writes_tables(tmp_path):
+    spec = importlib.util.spec_from_file_location("privacy_exp", ROOT / "experiments" /
+                                                  "privacy.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = module.main([str(ROOT / "experiments" / "configs" / "privacy.py:smoke"),
+                       "--workdir", str(tmp_path)])
+    plain, private = out["dp_mnist"]
+    assert plain["target_epsilon"] is None and "noise_multiplier" not in plain
+    # the recorded epsilon is what dp-accounting itself computes for the recorded setting
+    assert private["epsilon_recorded"] == pytest.approx(private["epsilon_pld_direct"])
+    assert private["epsilon_pld_direct"] <= 8.0 <= private["epsilon_rdp_direct"] + 1e-6
+    assert [r["target_epsilon"] for r in out["lira_dp"]] == [None, 8.0]
+    assert out["lira_dp"][1]["epsilon"] <= 8.0
+    assert out["lira_cifar"]["one_by_one_s"] > 0 and out["lira_cifar"]["together_s"] > 0
+    assert 0 <= out["lira_cifar"]["rmia_auc"] <= 1
+    table = (tmp_path / "table.md").read_text()
+    assert "DP-SGD on digits" in table and "LiRA against DP" in table

@@ -47,9 +47,9 @@ def get_config(variant: str = "all") -> ml_collections.ConfigDict:
     cfg.lira_cifar = dict(LIRA_CIFAR) if "lira_cifar" in groups else None
     if smoke:
         cfg.dp_mnist = {**DP_MNIST, "dataset": "digits", "arch_kwargs": {"hidden": [32]},
-                        "epochs": 2, "batch_size": 64, "epsilons": [None, 8.0]}
-        cfg.lira_dp = {**LIRA_DP, "examples": 100, "models": 4, "targets": 1, "epochs": 3,
-                       "epsilons": [None, 8.0]}
-        cfg.lira_cifar = {**LIRA_CIFAR, "dataset": "digits", "examples": 100, "models": 4,
-                          "targets": 1, "epochs": 2}
+                        "epochs": 1, "batch_size": 64, "epsilons": [None, 8.0]}
+        small = {"examples": 60, "models": 4, "targets": 1, "epochs": 1, "batch_size": 20}
+        cfg.lira_dp = {**LIRA_DP, **small, "epsilons": [None, 8.0]}
+        cfg.lira_cifar = {**LIRA_CIFAR, **small, "dataset": "digits",
+                          "model_kwargs": {"hidden": [32]}}
     return cfg

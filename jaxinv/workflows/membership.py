@@ -84,6 +84,28 @@ def stacked_logits(module: Any, variables: Any, x: np.ndarray, batch: int = 512)
                            for i in range(0, len(x), batch)], axis=1)
 
 
+def population(dataset: str, examples: int, canaries: int = 0, seed: int = 0,
+               data_dir: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``examples`` training images of ``dataset`` followed by ``canaries``
+    planted ones (uniform noise, random labels; drawn from ``seed``).
+
+    Example:
+        >>> x, y = population("digits", 100, canaries=5)
+        >>> x.shape, y.shape
+        ((105, 8, 8, 1), (105,))
+    """
+    x, y = data.load(dataset, "train", data_dir=data_dir)
+    if not 2 <= examples <= len(x):
+        raise ValueError(f"membership: examples must lie in [2, {len(x)}] for {dataset}, "
+                         f"got {examples}")
+    x, y = x[:examples], y[:examples]
+    if canaries:
+        rng = np.random.default_rng(seed + 1)
+        x = np.concatenate([x, rng.uniform(size=(canaries, *x.shape[1:])).astype(x.dtype)])
+        y = np.concatenate([y, rng.integers(0, int(y.max()) + 1, canaries).astype(y.dtype)])
+    return x, y
+
+
 def membership(out: str | Path, *, dataset: str = "digits", model: str = "mlp",
                model_kwargs: dict | None = None,
                examples: int = 1000, models: int = 16, targets: int = 1, epochs: int = 20,
@@ -113,15 +135,7 @@ def membership(out: str | Path, *, dataset: str = "digits", model: str = "mlp",
     if targets < 1 or models - 1 < 2 or targets > models:
         raise ValueError(f"membership: need targets >= 1 and at least 2 shadows per target; "
                          f"got models={models}, targets={targets}")
-    x, y = data.load(dataset, "train", data_dir=data_dir)
-    if not 2 <= examples <= len(x):
-        raise ValueError(f"membership: examples must lie in [2, {len(x)}] for {dataset}, "
-                         f"got {examples}")
-    x, y = x[:examples], y[:examples]
-    if canaries:
-        rng = np.random.default_rng(seed + 1)
-        x = np.concatenate([x, rng.uniform(size=(canaries, *x.shape[1:])).astype(x.dtype)])
-        y = np.concatenate([y, rng.integers(0, int(y.max()) + 1, canaries).astype(y.dtype)])
+    x, y = population(dataset, examples, canaries, seed, data_dir)
     xt, yt = data.load(dataset, "test", data_dir=data_dir)
     keep = L.keep_masks(models, len(x), seed)
     module = create(model, data.info(dataset).num_classes, **(model_kwargs or {}))
@@ -212,4 +226,4 @@ def plot_roc(path: str | Path, curves: dict[str, R.ROC]) -> Path:
     return path
 
 
-__all__ = ["ATTACKS", "Signals", "membership", "plot_roc", "stacked_logits"]
+__all__ = ["ATTACKS", "Signals", "membership", "plot_roc", "population", "stacked_logits"]
