@@ -64,7 +64,7 @@ def export_target(membership_dir: str | Path, out: str | Path, target: int = 0) 
     # resumes at the saved last epoch: nothing is retrained
     res = fit_many(module, x, y, seeds=seeds, masks=keep, workdir=membership_dir / "models",
                    progress=False, **{n: c[n] for n in ("epochs", "batch_size", "lr",
-                                                        "weight_decay", "dp")})
+                                                        "weight_decay")}, dp=c.get("dp"))
     xt, yt = data.load(c["dataset"], "test")
     meta = {"arch": c["model"], "arch_kwargs": c.get("model_kwargs", {}),
             "dataset": c["dataset"], "num_classes": k,
