@@ -173,3 +173,15 @@ def test_cli_membership(tmp_path, capsys):
     assert main(["membership", "--out", str(tmp_path / "bad"), "--models", "2"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("jaxinv membership: error:") and "\n" not in err
+
+
+def test_membership_with_a_training_time_defense(tmp_path):
+    from jaxinv.workflows.membership import membership
+
+    rec = membership(tmp_path / "bido", examples=60, models=4, epochs=2, batch_size=20,
+                     progress=False, defense="bido:lambda_x=2,lambda_y=20")
+    assert rec["config"]["defense"]["name"] == "bido"
+    assert 0 <= rec["metrics"]["rmia"]["auc"] <= 1
+    with pytest.raises(ValueError, match="distill needs one teacher per model"):
+        membership(tmp_path / "d", examples=60, models=4, epochs=1, progress=False,
+                   defense="distill:teacher=x")

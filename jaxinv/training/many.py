@@ -23,7 +23,8 @@ import numpy as np
 import optax
 
 from jaxinv.models import init_variables
-from jaxinv.training.step import classifier_loss, init_state, make_step, variables_of
+from jaxinv.training import defenses
+from jaxinv.training.step import init_state, make_step, variables_of
 
 
 class ManyResult(NamedTuple):
@@ -73,7 +74,7 @@ def fit_many(module: Any, x: np.ndarray, y: np.ndarray, *, seeds: list[int],
              masks: np.ndarray | None = None, epochs: int = 10, batch_size: int = 128,
              lr: float = 1e-3, weight_decay: float = 1e-4, augment: int = 0,
              workdir: str | Path | None = None, progress: bool = True,
-             dp: dict | None = None) -> ManyResult:
+             dp: dict | None = None, defense: dict | str | None = None) -> ManyResult:
     """Train ``len(seeds)`` copies of ``module`` at once, model ``m`` on ``x[masks[m]]``.
 
     ``dp={"epsilon", "delta", "clip", "accountant"}`` (as :func:`jaxinv.training.fit`)
@@ -81,6 +82,10 @@ def fit_many(module: Any, x: np.ndarray, y: np.ndarray, *, seeds: list[int],
     own examples at rate ``batch_size / |masks[m]|``; the noise is calibrated for the
     largest such rate over ``epochs * ceil(max |masks[m]| / batch_size)`` steps, so every
     model spends at most ``epsilon`` (recorded in ``ManyResult.dp``).
+
+    ``defense`` (:mod:`jaxinv.training.defenses`: ``negls``, ``mid``, ``bido``; for ``mid``
+    pass the ``VIB`` module of :func:`~jaxinv.training.defenses.arch_for`) trains every model
+    with that loss; ``distill`` (one teacher per model) is not supported here.
 
     Checkpoints every epoch with orbax in ``workdir`` and resumes from it (a directory
     of other settings is refused).
@@ -104,7 +109,19 @@ def fit_many(module: Any, x: np.ndarray, y: np.ndarray, *, seeds: list[int],
     states = jax.vmap(lambda v: init_state(v, tx))(jax.tree.map(
         lambda *a: jnp.stack(a), *[init_variables(module, x.shape[1:], s) for s in seeds]))
     keys = jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.uint32))
-    inner = make_step(classifier_loss(module, augment), tx)
+    spec = defenses.parse(defense)
+    if spec and spec["name"] == "distill":
+        raise ValueError("fit_many: defense distill needs one teacher per model; train the "
+                         "students with fit(defense=...)")
+    if dp is not None:
+        defenses.check_dp(spec)
+    loss_at = defenses.loss_fn(module, spec, augment=augment, total_steps=epochs * steps)
+    with_w = spec is not None and spec["name"] == "bido"  # a batch loss: mask the padding
+
+    def inner(state, batch, w, k):
+        batch = (*batch, w) if with_w else batch
+        return make_step(loss_at(state.step), tx)(state, batch, w, k)
+
     dp_cfg, dp_meta = (None, None) if dp is None else _dp_setting(dp, masks, batch_size,
                                                                   epochs * steps)
     if dp_cfg is not None and states.rest:
@@ -116,13 +133,13 @@ def fit_many(module: Any, x: np.ndarray, y: np.ndarray, *, seeds: list[int],
         ks = jax.vmap(lambda k: jax.random.fold_in(jax.random.fold_in(k, epoch), i))(keys)
         if dp_cfg is None:
             return jax.vmap(inner)(states, (xd[idx], yd[idx]), w, ks)
-        one = _dp_step(classifier_loss(module, augment), tx, dp_cfg, xd, yd, batch_size)
+        one = _dp_step(loss_at, tx, dp_cfg, xd, yd, batch_size)
         return jax.vmap(one)(states, jnp.asarray(masks), ks)
 
     config = {"module": repr(module), "seeds": seeds, "masks": _digest(masks),
               "data": _digest(x) + _digest(y), "batch_size": batch_size, "lr": lr,
               "weight_decay": weight_decay, "augment": augment,
-              **({"dp": dp_meta} if dp_meta else {})}
+              **({"dp": dp_meta} if dp_meta else {}), **({"defense": spec} if spec else {})}
     mngr, start, history = _resume(workdir, config, states, ocp)
     if start:
         item = mngr.restore(start, args=ocp.args.StandardRestore(
@@ -164,16 +181,19 @@ def _dp_setting(dp: dict, masks: np.ndarray, batch_size: int, steps: int):
     return cfg._replace(max_batch=slots), meta
 
 
-def _dp_step(loss, tx, cfg, xd, yd, batch_size: int):
+def _dp_step(loss_at, tx, cfg, xd, yd, batch_size: int):
     """One model's DP-SGD step ``(state, mask, key) -> (state, metrics)`` on a Poisson
-    batch of its own examples (rate ``batch_size / |mask|``)."""
+    batch of its own examples (rate ``batch_size / |mask|``); ``loss_at(step)`` is the
+    per-example loss."""
     from jaxinv.training import dp as DP
 
-    def per_example(params, ex):
-        x, y, k = ex
-        return loss(params, {}, (x[None], y[None]), k)[0][0]
-
     def one(state, mask, key):
+        loss = loss_at(state.step)
+
+        def per_example(params, ex):
+            x, y, k = ex
+            return loss(params, {}, (x[None], y[None]), k)[0][0]
+
         ks, kn, ka = jax.random.split(key, 3)
         take = mask & (jax.random.uniform(ks, mask.shape) < batch_size / mask.sum())
         (idx,) = jnp.nonzero(take, size=cfg.max_batch, fill_value=0)

@@ -30,6 +30,7 @@ from jaxinv.membership import rmia as RM
 from jaxinv.membership import shokri as SH
 from jaxinv.membership.scores import logit_confidence, neg_loss, softmax
 from jaxinv.models import apply_logits, create
+from jaxinv.training import defenses
 from jaxinv.training.many import fit_many
 
 
@@ -112,7 +113,8 @@ def membership(out: str | Path, *, dataset: str = "digits", model: str = "mlp",
                batch_size: int = 64, lr: float = 1e-3, weight_decay: float = 0.0,
                canaries: int = 0, seed: int = 0, data_dir: str | None = None,
                progress: bool = True, compare_sequential: bool = False,
-               dp: dict | None = None) -> dict[str, Any]:
+               dp: dict | None = None, defense: dict | str | None = None
+               ) -> dict[str, Any]:
     """Train ``models`` classifiers on random halves of ``examples`` training images and
     attack the first ``targets`` of them with the others as shadows; write ``out``.
     ``model_kwargs`` are the architecture's options (e.g. ``{"hidden": [256]}`` for ``mlp``).
@@ -125,6 +127,8 @@ def membership(out: str | Path, *, dataset: str = "digits", model: str = "mlp",
     checkpoint every epoch in ``out/models`` (timings then cover this call only). ``dp``
     (``{"epsilon", "delta", "clip"}``) trains every model with DP-SGD
     (:func:`~jaxinv.training.many.fit_many`); the guarantee is recorded under ``dp``.
+    ``defense`` (``negls``, ``mid``, ``bido``; :mod:`jaxinv.training.defenses`) trains every
+    model with that training-time defense.
 
     Example:
         >>> rec = membership("runs/mia", examples=200, models=4, targets=1, epochs=30,
@@ -138,9 +142,12 @@ def membership(out: str | Path, *, dataset: str = "digits", model: str = "mlp",
     x, y = population(dataset, examples, canaries, seed, data_dir)
     xt, yt = data.load(dataset, "test", data_dir=data_dir)
     keep = L.keep_masks(models, len(x), seed)
-    module = create(model, data.info(dataset).num_classes, **(model_kwargs or {}))
+    spec = defenses.parse(defense)
+    arch, arch_kwargs = defenses.arch_for(model, dict(model_kwargs or {}), spec)
+    module = create(arch, data.info(dataset).num_classes, **arch_kwargs)
     seeds = [seed * 1000 + m for m in range(models)]
-    kw = dict(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, dp=dp)
+    kw = dict(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, dp=dp,
+              defense=spec)
     out = Path(out)
     tic = time.perf_counter()
     res = fit_many(module, x, y, seeds=seeds, masks=keep, workdir=out / "models",

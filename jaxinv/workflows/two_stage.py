@@ -59,14 +59,19 @@ def export_target(membership_dir: str | Path, out: str | Path, target: int = 0) 
     x, y = population(c["dataset"], c["examples"], c["canaries"], c["seed"])
     keep = L.keep_masks(c["models"], len(x), c["seed"])
     k = data.info(c["dataset"]).num_classes
-    module = create(c["model"], k, **c.get("model_kwargs", {}))
+    from jaxinv.training import defenses
+
+    spec = c.get("defense")
+    arch, arch_kwargs = defenses.arch_for(c["model"], c.get("model_kwargs", {}), spec)
+    module = create(arch, k, **arch_kwargs)
     seeds = [c["seed"] * 1000 + m for m in range(c["models"])]
     # resumes at the saved last epoch: nothing is retrained
     res = fit_many(module, x, y, seeds=seeds, masks=keep, workdir=membership_dir / "models",
                    progress=False, **{n: c[n] for n in ("epochs", "batch_size", "lr",
-                                                        "weight_decay")}, dp=c.get("dp"))
+                                                        "weight_decay")}, dp=c.get("dp"),
+                   defense=spec)
     xt, yt = data.load(c["dataset"], "test")
-    meta = {"arch": c["model"], "arch_kwargs": c.get("model_kwargs", {}),
+    meta = {"arch": arch, "arch_kwargs": arch_kwargs, "defense": spec,
             "dataset": c["dataset"], "num_classes": k,
             "input_shape": list(x.shape[1:]), "membership_run": str(membership_dir),
             "membership_target": target, "members": int(keep[target].sum())}
