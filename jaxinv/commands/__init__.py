@@ -8,4 +8,4 @@ under ``jaxinv attack`` that are not chain kernels of the registry.
 
 MODULES = ("jaxinv.commands.train_gan", "jaxinv.commands.p2i", "jaxinv.commands.finetune_gan",
            "jaxinv.commands.network_inversion", "jaxinv.commands.gradient_leakage",
-           "jaxinv.commands.membership", "jaxinv.commands.two_stage")
+           "jaxinv.commands.membership", "jaxinv.commands.two_stage", "jaxinv.commands.grid")
