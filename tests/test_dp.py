@@ -153,8 +153,8 @@ def test_fit_many_dp_respects_masks_and_records_the_guarantee():
 
 def test_membership_cli_trains_with_dp(tmp_path, capsys):
     out = tmp_path / "mia"
-    assert main(["membership", "--out", str(out), "--examples", "40", "--models", "4",
-                 "--epochs", "1", "--batch-size", "20", "--dp-epsilon", "8"]) == 0
+    assert main(["membership", "--out", str(out), "--examples", "60", "--models", "4",
+                 "--epochs", "1", "--batch-size", "10", "--dp-epsilon", "8"]) == 0
     rec = json.loads((out / "results.json").read_text())
     assert rec["dp"]["epsilon"] <= 8.0 and rec["config"]["dp"]["epsilon"] == 8.0
     assert 0.0 <= rec["metrics"]["lira_online"]["auc"] <= 1.0
