@@ -77,8 +77,8 @@ def _mia_row(rec: dict) -> dict:
 def lira_dp(work: Path, c: dict, seed: int) -> list[dict]:
     """LiRA against models trained without and with DP-SGD (same data, masks, seeds)."""
     rows = []
-    kw = {k: c[k] for k in ("dataset", "model", "examples", "models", "targets", "epochs",
-                            "batch_size", "lr")}
+    kw = {k: c[k] for k in ("dataset", "model", "model_kwargs", "examples", "models",
+                            "targets", "epochs", "batch_size", "lr") if k in c}
     for eps in c["epsilons"]:
         out = work / _name(eps)
         dp = None if eps is None else {"epsilon": eps, "delta": c["delta"], "clip": c["clip"]}

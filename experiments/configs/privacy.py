@@ -19,8 +19,10 @@ DP_MNIST = {"dataset": "mnist", "arch": "mlp", "arch_kwargs": {"hidden": [256],
                                                               "activation": "relu"},
             "epochs": 5, "batch_size": 256, "lr": 2e-3, "delta": 1e-5, "clip": 1.0,
             "epsilons": [None, 8.0, 3.0, 1.0]}
-# LiRA against DP: 16 digits MLPs per setting (the membership notebook's setting)
-LIRA_DP = {"dataset": "digits", "model": "mlp", "examples": 300, "models": 16,
+# LiRA against DP: 16 digits MLPs per setting (the membership notebook's population)
+LIRA_DP = {"dataset": "digits", "model": "mlp",
+           "model_kwargs": {"hidden": [256], "activation": "relu"},  # per-example grads
+           "examples": 300, "models": 16,
            "targets": 4, "epochs": 60, "batch_size": 32, "lr": 1e-3,
            "epsilons": [None, 8.0, 1.0], "delta": 1e-5, "clip": 1.0}
 # LiRA on the CIFAR-10 subset: 17 models (each attacked target has 16 shadows), a ReLU MLP
