@@ -25,7 +25,7 @@ import numpy as np
 import optax
 
 sys.path.insert(0, str(Path(__file__).parent))
-from main import load_config
+from main import load_config, table
 
 from jaxinv import data, enable_compilation_cache
 from jaxinv.evaluation import results
@@ -75,16 +75,6 @@ def _row(name: str, rec: dict) -> dict:
             **{k: m.get(k) for k in COLUMNS},
             "victims_per_s": rec["timing"]["victims_per_s"],
             "compile_s": rec["timing"]["compile_s"]}
-
-
-def _fmt(v) -> str:
-    return "–" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
-
-
-def table(rows: list[dict], cols: list[str]) -> str:
-    head = "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols) + "\n"
-    return head + "".join("| " + " | ".join(_fmt(r.get(k)) for k in cols) + " |\n"
-                          for r in rows)
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -26,6 +26,15 @@ def load_config(spec: str):
     return module.get_config(variant)
 
 
+def table(rows: list[dict], cols: list[str]) -> str:
+    """A Markdown table of ``rows`` (dicts) in the columns ``cols``; "–" where a value is
+    missing."""
+    fmt = lambda v: "–" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
+    head = "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols) + "\n"
+    return head + "".join("| " + " | ".join(fmt(r.get(c)) for c in cols) + " |\n"
+                          for r in rows)
+
+
 def model(cfg, arch, workdir):
     if (Path(workdir) / "model.json").exists():
         return load_classifier(workdir)

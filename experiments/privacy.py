@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from main import load_config
+from main import load_config, table
 
 from jaxinv import enable_compilation_cache
 from jaxinv.evaluation import results
@@ -99,13 +99,6 @@ def lira_cifar(work: Path, c: dict, seed: int) -> dict:
     row = {**_mia_row(rec), **rec["timing"]}
     print(f"lira_cifar: {json.dumps(row)}", flush=True)
     return row
-
-
-def table(rows: list[dict], cols: list[str]) -> str:
-    fmt = lambda v: "-" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
-    head = "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols) + "\n"
-    return head + "".join("| " + " | ".join(fmt(r.get(c)) for c in cols) + " |\n"
-                          for r in rows)
 
 
 def main(argv: list[str] | None = None) -> dict:
