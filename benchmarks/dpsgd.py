@@ -42,7 +42,7 @@ except ImportError:
 from jaxinv import data
 from jaxinv.evaluation.results import versions
 from jaxinv.models import create, init_variables
-from jaxinv.training.dp import private_grad
+from jaxinv.training.dp import _microbatch, private_grad
 from jaxinv.training.step import classifier_loss, init_state, make_step
 
 
@@ -50,7 +50,7 @@ def _load() -> str:
     return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
-def jax_steps(module, variables, lr: float, clip: float, sigma: float):
+def jax_steps(module, variables, lr: float, clip: float, sigma: float, microbatch=None):
     """Jitted ``(state, x, y, key) -> state`` for DP-SGD and for plain training."""
     tx = optax.adam(lr)
     loss = classifier_loss(module)
@@ -61,7 +61,8 @@ def jax_steps(module, variables, lr: float, clip: float, sigma: float):
 
     def dp(state, x, y, key):
         g, _ = private_grad(per_example, state.params, (x, y), jnp.ones(len(x)), key,
-                            clip=clip, noise_multiplier=sigma, expected_batch=len(x))
+                            clip=clip, noise_multiplier=sigma, expected_batch=len(x),
+                            microbatch=microbatch)
         updates, opt = tx.update(g, state.opt_state, state.params)
         return state._replace(params=optax.apply_updates(state.params, updates),
                               opt_state=opt, step=state.step + 1)
@@ -162,9 +163,14 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--opacus-mode", choices=["functorch", "hooks", "both"], default="both",
                    help="Opacus's per-sample gradients: functorch, its default hooks, or both")
+    p.add_argument("--microbatch", default="auto",
+                   help="jaxinv's per-example gradients this many at a time ('all': one vmap; "
+                        "'auto': 1 on CPU)")
     p.add_argument("--out", default="benchmarks/results/dpsgd.jsonl",
                    help="append one JSON line per measurement here ('' : none)")
     a = p.parse_args()
+    a.microbatch = _microbatch(a.microbatch if a.microbatch in ("auto", "all")
+                               else int(a.microbatch))
     if min(a.batch, a.steps, a.repeats) < 1:
         p.error("--batch, --steps and --repeats must be >= 1")
     try:
@@ -186,6 +192,7 @@ def main() -> None:
           f"{torch.__version__} ({torch.get_num_threads()} threads), opacus {opacus_version}")
     print(f"settings: {a.dataset} {'x'.join(map(str, x.shape[1:]))}, cnn ({n_params} params), "
           f"batch {a.batch}, clip {a.clip}, noise multiplier {a.noise_multiplier}, Adam, "
+          f"jaxinv microbatch {a.microbatch or 'all'}, "
           f"{a.steps} steps x {a.repeats} repeats (alternating)")
     modes = ["functorch", "hooks"] if a.opacus_mode == "both" else [a.opacus_mode]
     checks = {}
@@ -196,7 +203,7 @@ def main() -> None:
               + ("  <- WRONG per-sample gradients" if checks[mode] > 1e-4 else ""))
 
     state, dp_step, plain_step = jax_steps(module, variables, a.lr, a.clip,
-                                           a.noise_multiplier)
+                                           a.noise_multiplier, a.microbatch)
     xj, yj = jax.device_put(x), jax.device_put(y)
     compile_s = {}
     for name, fn in (("dp", dp_step), ("plain", plain_step)):
@@ -249,6 +256,7 @@ def main() -> None:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         base = {"bench": "dpsgd", "dataset": a.dataset, "batch": a.batch, "params": n_params,
                 "clip": a.clip, "noise_multiplier": a.noise_multiplier, "steps": a.steps,
+                "microbatch": a.microbatch,
                 "repeats": a.repeats, "load": _load(), "cpu": cpu_name(),
                 "torch_threads": torch.get_num_threads(), "versions": {
                     **{n: v[n] for n in ("jax", "jaxlib", "flax", "optax")},

@@ -38,6 +38,29 @@ def test_clipping_bounds_every_per_example_gradient():
     assert norm <= 0.5 + 1e-5  # the mean of vectors of norm <= C
 
 
+@pytest.mark.parametrize("microbatch", [1, 3, 16])
+def test_microbatches_give_the_same_clipped_sum(microbatch):
+    rng = np.random.default_rng(1)
+    params = {"w": jnp.asarray(rng.normal(size=(5, 3)), jnp.float32), "b": jnp.ones(3)}
+    x = jnp.asarray(rng.normal(size=(16, 5)) * np.arange(1, 17)[:, None], jnp.float32)
+    batch, w = (x, jnp.zeros((16, 3))), jnp.ones(16).at[11:].set(0.0)  # 5 padding slots
+    kw = dict(clip=2.0, noise_multiplier=0.0, expected_batch=11.0)
+    whole, n_whole = DP.private_grad(_loss, params, batch, w, jax.random.key(0), **kw)
+    parts, n_parts = DP.private_grad(_loss, params, batch, w, jax.random.key(0),
+                                     microbatch=microbatch, **kw)
+    for a, b in zip(jax.tree.leaves(whole), jax.tree.leaves(parts), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert int(n_whole) == int(n_parts) > 0
+
+
+def test_microbatch_setting_is_checked_and_auto_is_one_on_cpu():
+    cfg, _ = DP.setting({"epsilon": 3.0}, 1000, 50, 1)
+    assert cfg.microbatch == (1 if jax.default_backend() == "cpu" else None)
+    assert DP.setting({"epsilon": 3.0, "microbatch": "all"}, 1000, 50, 1)[0].microbatch is None
+    with pytest.raises(ValueError, match="microbatch must be"):
+        DP.setting({"epsilon": 3.0, "microbatch": 0}, 1000, 50, 1)
+
+
 def test_noise_is_added_to_the_sum_with_std_sigma_times_clip():
     params = {"w": jnp.zeros((4, 1)), "b": jnp.zeros(1)}
     batch = (jnp.zeros((8, 4)), jnp.zeros((8, 1)))  # zero gradients: only noise remains

@@ -140,3 +140,19 @@ def test_privacy_smoke_writes_tables(tmp_path):
     assert 0 <= out["lira_cifar"]["rmia_auc"] <= 1
     table = (tmp_path / "table.md").read_text()
     assert "DP-SGD on digits" in table and "LiRA against DP" in table
+
+
+def test_grid_config_names_only_grid_parameters():
+    import inspect
+
+    from jaxinv.workflows.grid import grid, kind
+
+    spec = importlib.util.spec_from_file_location("grid_cfg", ROOT / "experiments" / "configs"
+                                                  / "grid.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    cfg = module.get_config("mnist")
+    assert set(cfg.grid) <= set(inspect.signature(grid).parameters) - {"out"}
+    assert all(kind(d) in ("training", "output") for d in cfg.grid.defenses)
+    with pytest.raises(ValueError, match="want mnist"):
+        module.get_config("bogus")

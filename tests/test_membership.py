@@ -185,3 +185,18 @@ def test_membership_with_a_training_time_defense(tmp_path):
     with pytest.raises(ValueError, match="distill needs one teacher per model"):
         membership(tmp_path / "d", examples=60, models=4, epochs=1, progress=False,
                    defense="distill:teacher=x")
+
+
+def test_released_logits_are_what_the_output_defense_leaves():
+    from jaxinv.workflows.membership import FLOOR, released_logits
+
+    logits = np.random.default_rng(0).normal(size=(3, 50, 10)) * 3
+    np.testing.assert_array_equal(released_logits(logits, ""), logits)
+    label = np.exp(released_logits(logits, "label"))
+    np.testing.assert_allclose(label.max(-1), 1.0)  # one-hot, zeros floored
+    assert (label.argmax(-1) == logits.argmax(-1)).all()
+    assert np.isclose(label, FLOOR).sum() == 3 * 50 * 9
+    rounded = np.exp(released_logits(logits, "round:1"))
+    assert set(np.round(rounded[rounded > 2 * FLOOR], 6)) <= {round(k / 10, 6) for k in range(11)}
+    with pytest.raises(ValueError, match="defense"):
+        released_logits(logits, "bogus")

@@ -147,7 +147,7 @@ def gradient_inversion(
     def init_fn(key, target, env):
         z = init(key, target, env)
         (c, (x, aux)), g = value_and_grad(z, target, env)
-        return GIState(x, z, c, g, aux, optimizer.init(z), stop.init(c),
+        return GIState(x, z, c, g, aux, _strong(optimizer.init(z)), stop.init(c),
                        jnp.zeros((), jnp.int32), jnp.zeros((), jnp.bool_))
 
     def step_fn(key, state, target, env):
@@ -166,6 +166,13 @@ def gradient_inversion(
         return new, GIInfo(c, optax.tree_utils.tree_norm(g), aux)
 
     return Attack(init_fn, step_fn, None, validate)
+
+
+def _strong(tree: Any) -> Any:
+    """``tree`` with weak-typed leaves made strong: optax's L-BFGS starts with weak scalars
+    that its update returns strong, so a step jitted on the initial state would compile twice."""
+    return jax.tree.map(lambda a: jnp.asarray(a, a.dtype)
+                        if getattr(a, "weak_type", False) else a, tree)
 
 
 __all__ = ["GIInfo", "GIState", "gradient_inversion", "normal", "uniform", "zeros"]

@@ -220,9 +220,9 @@ def gradient_matching(
         >>> x = jax.random.uniform(jax.random.key(1), (1, 8, 8, 1)); y = jnp.array([4])
         >>> target = Victim(client_update(apply_logits(m), v, x, y), y)
         >>> attack = gradient_matching(apply_logits(m), (8, 8, 1), 10, labels="given")
-        >>> s = attack.init(jax.random.key(0), target, v)
+        >>> s, step = attack.init(jax.random.key(0), target, v), jax.jit(attack.step)
         >>> for t in range(30):
-        ...     s, info = attack.step(jax.random.key(t), s, target, v)
+        ...     s, info = step(jax.random.key(t), s, target, v)
         >>> bool(jnp.mean((s.x - x) ** 2) < 1e-3)
         True
     """

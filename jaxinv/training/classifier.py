@@ -104,7 +104,8 @@ def _dp_step_fn(loss_at, tx, dp, n: int, aux=None):
         batch = (x[idx], y[idx], jax.random.split(ka, dp.max_batch))
         g, _ = DP.private_grad(per_example, state.params, batch, w, kn, clip=dp.clip,
                                noise_multiplier=dp.noise_multiplier,
-                               expected_batch=dp.sampling_rate * n)
+                               expected_batch=dp.sampling_rate * n,
+                               microbatch=dp.microbatch)
         updates, opt_state = tx.update(g, state.opt_state, state.params)
         new = state._replace(params=optax.apply_updates(state.params, updates),
                              opt_state=opt_state, step=state.step + 1)

@@ -334,7 +334,7 @@ def load_inverter(workdir: str | Path) -> Inverter:
     Example:
         >>> import tempfile
         >>> d = tempfile.mkdtemp()
-        >>> _ = train_inverter(clf, d, steps=1, width=4, batch_size=4, progress=False)
+        >>> _ = train_inverter(clf, d, steps=2, width=4, batch_size=8, progress=False)
         >>> load_inverter(d).meta["out_shape"]
         [8, 8, 1]
     """

@@ -201,7 +201,7 @@ def _dp_step(loss_at, tx, cfg, xd, yd, batch_size: int):
         batch = (xd[idx], yd[idx], jax.random.split(ka, cfg.max_batch))
         g, _ = DP.private_grad(per_example, state.params, batch, w, kn, clip=cfg.clip,
                                noise_multiplier=cfg.noise_multiplier,
-                               expected_batch=float(batch_size))
+                               expected_batch=float(batch_size), microbatch=cfg.microbatch)
         updates, opt_state = tx.update(g, state.opt_state, state.params)
         new = state._replace(params=optax.apply_updates(state.params, updates),
                              opt_state=opt_state, step=state.step + 1)

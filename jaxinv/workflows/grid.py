@@ -7,13 +7,21 @@ undefended target behind each *output* defense (``label``, ``round:1``, ...:
 :mod:`jaxinv.defenses`), then runs every attack against every cell:
 
 - inversion attacks of the registry (``mi-face``, ``zo``, ...; ``gmi`` with a
-  ``generator``, a ``jaxinv train-gan`` workdir): the evaluation classifier's top-1
+  ``generator``, a ``jaxinv train-gan`` workdir; ``zo-latent``, ``label-only-latent``: in
+  the generator's latent space) and ``p2i`` (with a ``generator``, a
+  public-data ``embed`` network and the ``public`` split;
+  :func:`jaxinv.workflows.p2i.p2i`): the evaluation classifier's top-1
   accuracy on the reconstructions (:func:`jaxinv.workflows.invert.invert`). White-box
   attacks see the weights, not the released outputs, so they have no output-defense cells;
 - ``lira``: :func:`jaxinv.workflows.membership.membership` with the same training-time
   defense (its own population of ``lira["examples"]`` images and ``lira["models"]`` models
   trained by ``fit_many``, as LiRA needs), reporting LiRA's (online, fixed variance) and
-  RMIA's AUC and TPR at 1% FPR. ``distill`` and output defenses have no LiRA cell yet.
+  RMIA's AUC and TPR at 1% FPR; behind an output defense the attacks see only the released
+  vectors (``membership(output=)``). ``distill`` has no LiRA cell yet.
+  LiRA's population is drawn from the whole train split, not ``split``.
+
+With a ``split`` (``"classes:0-4"``) the targets and the evaluator are trained on it,
+GMI's protocol: the generator and P2I's embedding network see only the ``public`` side.
 
 Utility is each cell's test accuracy (and calibration error) of the released outputs. Every
 cell is a run directory under ``out`` and is read back when it exists (resumable cell by
@@ -92,33 +100,42 @@ def _train_options(defense: str, out: Path) -> dict[str, Any]:
 
 
 def _target(dataset: str, arch: str, arch_kwargs: dict, defense: str, out: Path,
-            train: dict, seed: int, progress: bool) -> Path:
+            train: dict, seed: int, progress: bool, split: str | None = None) -> Path:
     """The target of a training-time defense, trained unless it exists."""
     from jaxinv.training.classifier import fit
 
     where = out / "targets" / _slug(defense)
     if not (where / "model.json").exists():
         if defense.startswith("distill"):
-            _target(dataset, arch, arch_kwargs, "none", out, train, seed, progress)
+            _target(dataset, arch, arch_kwargs, "none", out, train, seed, progress, split)
         fit(dataset, arch, where, arch_kwargs=arch_kwargs, seed=seed, progress=progress,
-            **train, **_train_options(defense, out))
+            split=split, **train, **_train_options(defense, out))
     return where
 
 
 def _inversion(attack: str, target_dir: Path, eval_dir: Path, cell: Path, output: str | None,
-               run: dict, generator: str | None, progress: bool) -> dict[str, Any] | None:
+               run: dict, assets: dict, progress: bool) -> dict[str, Any] | None:
     from jaxinv.attacks import REGISTRY
     from jaxinv.workflows.invert import invert
+    from jaxinv.workflows.p2i import p2i
 
-    white = REGISTRY[attack].kind == "white-box"
-    if output and white:
+    name = attack.removesuffix("-latent")
+    if output and attack != "p2i" and REGISTRY[name].kind == "white-box":
         return None  # a white-box attacker reads the weights, not the released outputs
-    if not (cell / "results.json").exists():
-        invert(attack, target_dir, eval_dir, cell, progress=progress,
-               generator=generator if attack == "gmi" else None,
-               options={**run.get("options", {}).get(attack, {}),
-                        **({"defense": output} if output else {})},
-               **{k: run[k] for k in ("chains", "steps", "classes", "seed") if k in run})
+    options = run.get("options", {}).get(attack, {})
+    if (cell / "results.json").exists():
+        pass
+    elif attack == "p2i":
+        p2i(target_dir, assets["generator"], assets["embed"], eval_dir, cell,
+            dataset=assets["dataset"], public=assets["public"], classes=run.get("classes"),
+            defense=output or "", seed=run["seed"], progress=progress, **options)
+    else:
+        own = {k: run[k] for k in ("chains", "steps", "classes", "seed") if k in run}
+        latent = attack == "gmi" or attack.endswith("-latent")
+        invert(name, target_dir, eval_dir, cell, progress=progress,
+               generator=assets["generator"] if latent else None,
+               options={**options, **({"defense": output} if output else {})},
+               **{**own, **run.get(attack, {})})
     m = json.loads((cell / "results.json").read_text())["metrics"]
     return {"attack_acc_top1": m["attack_acc_top1"], "init_acc_top1": m["init_acc_top1"],
             "run": str(cell)}
@@ -128,14 +145,15 @@ def _lira(dataset: str, arch: str, arch_kwargs: dict, defense: str, cell: Path, 
           seed: int, progress: bool) -> dict[str, Any] | None:
     from jaxinv.workflows.membership import membership
 
-    if kind(defense) == "output" or defense.startswith("distill"):
-        return None  # not built yet: LiRA on released outputs, one teacher per shadow
+    if defense.startswith("distill"):
+        return None  # not built yet: one teacher per shadow model
+    output = kind(defense) == "output"
     if (cell / "results.json").exists():
         rec = json.loads((cell / "results.json").read_text())
     else:
         rec = membership(cell, dataset=dataset, model=arch, model_kwargs=arch_kwargs,
                          seed=seed, progress=progress, **lira,
-                         **_train_options(defense, cell))
+                         **({"output": defense} if output else _train_options(defense, cell)))
     m = rec["metrics"]
     lv, rm = m["lira_online_fixed_variance"], m["rmia"]
     return {"lira_auc": lv["auc"], "lira_tpr_at_1%_fpr": lv["tpr_at_1%_fpr"],
@@ -147,13 +165,19 @@ def grid(dataset: str, out: str | Path, *, arch: str = "mlp", arch_kwargs: dict 
          eval_arch: str = "cnn", defenses: tuple[str, ...] = DEFENSES,
          attacks: tuple[str, ...] = ATTACKS, train: dict | None = None,
          run: dict | None = None, lira: dict | None = None, generator: str | None = None,
-         seed: int = 0, progress: bool = True) -> dict[str, Any]:
+         split: str | None = None, evaluator: str | None = None, embed: str | None = None,
+         public: str | None = None, seed: int = 0, progress: bool = True) -> dict[str, Any]:
     """Run every attack against every defense on ``dataset``; write ``out/grid.*``.
 
     ``train``: ``fit`` settings of the targets (``epochs``, ``batch_size``, ``lr``);
-    ``run``: the inversion runs' ``chains``, ``steps``, ``classes`` and per-attack
-    ``options``; ``lira``: the membership runs' settings (default :data:`LIRA`);
-    ``generator``: a ``jaxinv train-gan`` workdir for ``gmi``.
+    ``run``: the inversion runs' ``chains``, ``steps``, ``classes``, per-attack
+    ``options`` (``{"p2i": {"steps": 300}}``: :func:`jaxinv.workflows.p2i.p2i`'s) and
+    per-attack overrides of the rest (``{"gmi": {"steps": 400, "unroll": 1}}``);
+    ``lira``: the membership runs' settings (default :data:`LIRA`);
+    ``generator``: a ``jaxinv train-gan`` workdir for ``gmi`` and ``p2i``; ``split``: the
+    targets' (and evaluator's) training split; ``evaluator``: an existing evaluation
+    classifier's workdir (default: train ``eval_arch`` in ``out/evaluator``);
+    ``embed``, ``public``: P2I's public-data embedding network and public split.
 
     Example:
         >>> g = grid("digits", "runs/grid", arch="softmax", eval_arch="softmax",
@@ -168,25 +192,36 @@ def grid(dataset: str, out: str | Path, *, arch: str = "mlp", arch_kwargs: dict 
 
     for d in defenses:
         kind(d)  # fail on a bad name before any work
-    bad = [a for a in attacks if a != "lira" and a not in REGISTRY]
+    latent = lambda a: (a.endswith("-latent") and a[:-7] in REGISTRY
+                        and REGISTRY[a[:-7]].generator == "optional")
+    bad = [a for a in attacks if a not in ("lira", "p2i", *REGISTRY) and not latent(a)]
     if bad:
-        raise ValueError(f"grid: unknown attacks {bad}; choose from lira and "
-                         f"{sorted(REGISTRY)}")
-    if "gmi" in attacks and generator is None:
-        raise ValueError("grid: attack gmi needs generator= (a `jaxinv train-gan` workdir)")
+        raise ValueError(f"grid: unknown attacks {bad}; choose from lira, p2i, "
+                         f"{sorted(REGISTRY)} and NAME-latent (zo-latent, ...)")
+    if any(a in ("gmi", "p2i") or a.endswith("-latent") for a in attacks) and not generator:
+        raise ValueError("grid: attacks gmi, p2i and NAME-latent need generator= (a "
+                         "`jaxinv train-gan` workdir)")
+    if "p2i" in attacks and (embed is None or public is None):
+        raise ValueError("grid: attack p2i needs embed= (a public-data classifier's workdir) "
+                         "and public= (the public split, e.g. classes:5-9)")
     out, arch_kwargs = Path(out), dict(arch_kwargs or {})
     train, run, lira = dict(train or {}), {"chains": 8, "steps": 300, **(run or {})}, \
         {**LIRA, **(lira or {})}
-    eval_dir = out / "evaluator"
+    eval_dir = Path(evaluator) if evaluator else out / "evaluator"
     if not (eval_dir / "model.json").exists():
-        fit(dataset, eval_arch, eval_dir, seed=seed + 1, progress=progress)
+        if evaluator:
+            raise FileNotFoundError(f"grid: evaluator {evaluator}: no model.json")
+        fit(dataset, eval_arch, eval_dir, seed=seed + 1, split=split, progress=progress)
+    assets = {"generator": generator, "embed": embed, "public": public, "dataset": dataset}
     xt, yt = data.load(dataset, "test")
+    if split and split.startswith("classes:"):  # as fit's test accuracy
+        xt, yt = data.subset(xt, yt, split)
     rows = []
     for d in defenses:
         k = kind(d)
         output = d if k == "output" else None
         target_dir = _target(dataset, arch, arch_kwargs, "none" if output else d, out,
-                             train, seed, progress)
+                             train, seed, progress, split)
         row: dict[str, Any] = {"defense": d, "kind": k, "target": str(target_dir),
                                **utility(load_classifier(target_dir), output or "none",
                                          xt, yt, seed), "attacks": {}}
@@ -195,13 +230,14 @@ def grid(dataset: str, out: str | Path, *, arch: str = "mlp", arch_kwargs: dict 
             row["attacks"][a] = (_lira(dataset, arch, arch_kwargs, d, cell, lira, seed,
                                        progress) if a == "lira" else
                                  _inversion(a, target_dir, eval_dir, cell, output,
-                                            {**run, "seed": seed}, generator, progress))
+                                            {**run, "seed": seed}, assets, progress))
         rows.append(row)
         if progress:
             print(f"grid {d}: {json.dumps(_flat(row))}", flush=True)
     record = {"dataset": dataset, "arch": arch, "arch_kwargs": arch_kwargs,
               "eval_arch": eval_arch, "train": train, "run": run, "lira": lira,
-              "generator": generator, "seed": seed, "rows": rows,
+              "generator": generator, "split": split, "evaluator": str(eval_dir),
+              "embed": embed, "public": public, "seed": seed, "rows": rows,
               "versions": results.versions()}
     out.mkdir(parents=True, exist_ok=True)
     (out / "grid.md").write_text(table(rows, attacks))

@@ -85,6 +85,28 @@ def stacked_logits(module: Any, variables: Any, x: np.ndarray, batch: int = 512)
                            for i in range(0, len(x), batch)], axis=1)
 
 
+FLOOR = 1e-6  # released probabilities are floored here before the log (rounding gives 0)
+
+
+def released_logits(logits: np.ndarray, output: str, seed: int = 0) -> np.ndarray:
+    """Log of what the output defense ``output`` (``"round:1"``, ``"label"``; :mod:`jaxinv.
+    defenses`) releases of ``softmax(logits)``, floored at :data:`FLOOR`: the logits an
+    attacker who sees only the released vectors works with. ``""``/``"none"``: ``logits``.
+
+    Example:
+        >>> released_logits(np.array([[[2.0, 0.0]]]), "label").round(2)
+        array([[[  0.  , -13.82]]])
+    """
+    from jaxinv import defenses as output_defenses
+
+    if output in ("", "none"):
+        return logits
+    d = output_defenses.parse(output)
+    flat = softmax(logits).reshape(-1, logits.shape[-1]).astype(np.float32)
+    released = np.asarray(d.apply(jax.random.key(seed), flat), np.float64)
+    return np.log(np.maximum(released, FLOOR)).reshape(logits.shape)
+
+
 def population(dataset: str, examples: int, canaries: int = 0, seed: int = 0,
                data_dir: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The first ``examples`` training images of ``dataset`` followed by ``canaries``
@@ -113,8 +135,8 @@ def membership(out: str | Path, *, dataset: str = "digits", model: str = "mlp",
                batch_size: int = 64, lr: float = 1e-3, weight_decay: float = 0.0,
                canaries: int = 0, seed: int = 0, data_dir: str | None = None,
                progress: bool = True, compare_sequential: bool = False,
-               dp: dict | None = None, defense: dict | str | None = None
-               ) -> dict[str, Any]:
+               dp: dict | None = None, defense: dict | str | None = None,
+               output: str = "") -> dict[str, Any]:
     """Train ``models`` classifiers on random halves of ``examples`` training images and
     attack the first ``targets`` of them with the others as shadows; write ``out``.
     ``model_kwargs`` are the architecture's options (e.g. ``{"hidden": [256]}`` for ``mlp``).
@@ -128,7 +150,9 @@ def membership(out: str | Path, *, dataset: str = "digits", model: str = "mlp",
     (``{"epsilon", "delta", "clip"}``) trains every model with DP-SGD
     (:func:`~jaxinv.training.many.fit_many`); the guarantee is recorded under ``dp``.
     ``defense`` (``negls``, ``mid``, ``bido``; :mod:`jaxinv.training.defenses`) trains every
-    model with that training-time defense.
+    model with that training-time defense. ``output`` (``"round:1"``, ``"label"``) puts
+    every model behind that output defense: the attacks see only the released vectors
+    (:func:`released_logits`; utility stays that of the models' argmax).
 
     Example:
         >>> rec = membership("runs/mia", examples=200, models=4, targets=1, epochs=30,
@@ -164,11 +188,13 @@ def membership(out: str | Path, *, dataset: str = "digits", model: str = "mlp",
         timing["one_by_one_s"] = time.perf_counter() - tic
     logits = stacked_logits(module, res.variables, x)
     test_logits = stacked_logits(module, res.variables, xt)
+    seen, seen_test = (released_logits(logits, output, seed),
+                       released_logits(test_logits, output, seed + 1))
     labels = np.broadcast_to(y, logits.shape[:2])
-    probs = softmax(logits)
-    sig = Signals(conf=logit_confidence(logits, labels), loss=neg_loss(logits, labels),
+    probs = softmax(seen)
+    sig = Signals(conf=logit_confidence(seen, labels), loss=neg_loss(seen, labels),
                   probs=probs, p_true=np.take_along_axis(probs, labels[..., None], -1)[..., 0],
-                  p_test=softmax(test_logits)[:, np.arange(len(yt)), yt], labels=y, keep=keep)
+                  p_test=softmax(seen_test)[:, np.arange(len(yt)), yt], labels=y, keep=keep)
     scores, metrics, planted = {}, {}, {}
     for name, attack in ATTACKS.items():
         scores[name] = attack(sig, targets)
@@ -183,7 +209,7 @@ def membership(out: str | Path, *, dataset: str = "digits", model: str = "mlp",
         "config": {"dataset": dataset, "model": model, "model_kwargs": model_kwargs or {},
                    "examples": examples,
                    "canaries": canaries, "models": models, "targets": targets, "seed": seed,
-                   **kw},
+                   "output": output, **kw},
         "metrics": metrics,
         **({"metrics_canaries": planted} if canaries else {}),
         "models": {"train_accuracy_mean": float(train_acc.mean()),
