@@ -2,6 +2,7 @@
 Opacus on the same model and batch, and non-private training against PyTorch; same run.
 
     python benchmarks/dpsgd.py                        # MNIST CNN (0.46M params), batch 256
+    python benchmarks/dpsgd.py --arch mlp             # a 784-256-10 ReLU MLP
     python benchmarks/dpsgd.py --dataset digits --steps 20 --repeats 2   # quick
 
 The model is jaxinv's ``cnn`` (conv 5x5x32, pool, conv 5x5x64, pool, dense 128, dense
@@ -73,15 +74,26 @@ def jax_steps(module, variables, lr: float, clip: float, sigma: float, microbatc
 
 
 def torch_twin(torch, variables, shape, k: int):
-    """The PyTorch ``cnn`` with jaxinv's weights (NHWC/HWIO -> NCHW/OIHW)."""
+    """The PyTorch ``cnn`` (or the 256-unit ReLU ``mlp``) with jaxinv's weights (NHWC/HWIO ->
+    NCHW/OIHW)."""
     nn = torch.nn
     p = jax.tree.map(np.asarray, variables["params"])
     h, w, c = shape
+    t = lambda a: torch.tensor(np.ascontiguousarray(a))
+    if "Conv_0" not in p:  # the mlp: NHWC-flattened rows -> NCHW-flattened columns
+        net = nn.Sequential(nn.Flatten(), nn.Linear(h * w * c, 256), nn.ReLU(),
+                            nn.Linear(256, k))
+        with torch.no_grad():
+            d0 = p["Dense_0"]["kernel"].reshape(h, w, c, 256).transpose(3, 2, 0, 1)
+            net[1].weight.copy_(t(d0.reshape(256, -1)))
+            net[1].bias.copy_(t(p["Dense_0"]["bias"]))
+            net[3].weight.copy_(t(p["Dense_1"]["kernel"].T))
+            net[3].bias.copy_(t(p["Dense_1"]["bias"]))
+        return net
     net = nn.Sequential(nn.Conv2d(c, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
                         nn.Conv2d(32, 64, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
                         nn.Flatten(), nn.Linear((h // 4) * (w // 4) * 64, 128), nn.ReLU(),
                         nn.Linear(128, k))
-    t = lambda a: torch.tensor(np.ascontiguousarray(a))
     with torch.no_grad():
         for i, name in ((0, "Conv_0"), (3, "Conv_1")):
             net[i].weight.copy_(t(p[name]["kernel"].transpose(3, 2, 0, 1)))
@@ -155,6 +167,8 @@ def timed(fn, steps: int) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset", default="mnist")
+    p.add_argument("--arch", choices=["cnn", "mlp"], default="cnn",
+                   help="cnn: conv 32, conv 64, dense 128; mlp: one 256-unit ReLU layer")
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--steps", type=int, default=30, help="steps per timed repeat")
     p.add_argument("--repeats", type=int, default=3)
@@ -183,14 +197,16 @@ def main() -> None:
     if x.shape[1] % 4 or x.shape[2] % 4 or len(x) < a.batch:
         sys.exit(f"{a.dataset}: need {a.batch} images with sides divisible by 4")
     k = int(data.info(a.dataset).num_classes)
-    module = create("cnn", k)
+    module = (create("cnn", k) if a.arch == "cnn" else
+              create("mlp", k, hidden=[256], activation="relu"))
     variables = init_variables(module, x.shape[1:], 0)
     n_params = sum(v.size for v in jax.tree.leaves(variables["params"]))
     v = versions()
     print(f"machine: {cpu_name()}, {os.cpu_count()} cores, {jax.devices()}, load {_load()}")
     print(f"versions: jax {v['jax']}, flax {v['flax']}, optax {v['optax']}, torch "
           f"{torch.__version__} ({torch.get_num_threads()} threads), opacus {opacus_version}")
-    print(f"settings: {a.dataset} {'x'.join(map(str, x.shape[1:]))}, cnn ({n_params} params), "
+    print(f"settings: {a.dataset} {'x'.join(map(str, x.shape[1:]))}, {a.arch} ({n_params} "
+          "params), "
           f"batch {a.batch}, clip {a.clip}, noise multiplier {a.noise_multiplier}, Adam, "
           f"jaxinv microbatch {a.microbatch or 'all'}, "
           f"{a.steps} steps x {a.repeats} repeats (alternating)")
@@ -254,7 +270,8 @@ def main() -> None:
           f"load at the end {_load()}")
     if a.out:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        base = {"bench": "dpsgd", "dataset": a.dataset, "batch": a.batch, "params": n_params,
+        base = {"bench": "dpsgd", "dataset": a.dataset, "arch": a.arch, "batch": a.batch,
+                "params": n_params,
                 "clip": a.clip, "noise_multiplier": a.noise_multiplier, "steps": a.steps,
                 "microbatch": a.microbatch,
                 "repeats": a.repeats, "load": _load(), "cpu": cpu_name(),

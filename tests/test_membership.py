@@ -4,9 +4,11 @@ and the CLI."""
 
 import json
 
+import jax
 import numpy as np
 import pytest
 
+from jaxinv import data
 from jaxinv.cli import main
 from jaxinv.membership import lira as L
 from jaxinv.membership import metrics as R
@@ -182,9 +184,32 @@ def test_membership_with_a_training_time_defense(tmp_path):
                      progress=False, defense="bido:lambda_x=2,lambda_y=20")
     assert rec["config"]["defense"]["name"] == "bido"
     assert 0 <= rec["metrics"]["rmia"]["auc"] <= 1
-    with pytest.raises(ValueError, match="distill needs one teacher per model"):
-        membership(tmp_path / "d", examples=60, models=4, epochs=1, progress=False,
-                   defense="distill:teacher=x")
+
+
+def test_membership_under_distillation_trains_one_teacher_per_model(tmp_path):
+    from jaxinv.models import create
+    from jaxinv.training.many import fit_many
+    from jaxinv.workflows.membership import membership, stacked_logits
+
+    rec = membership(tmp_path / "d", model="softmax", examples=80, models=4, epochs=30,
+                     batch_size=20, progress=False, defense="distill:temperature=2")
+    assert rec["config"]["defense"]["name"] == "distill"
+    assert rec["config"]["defense"]["teacher"] == str(tmp_path / "d" / "teachers")
+    assert (tmp_path / "d" / "teachers").is_dir() and 0 <= rec["metrics"]["rmia"]["auc"] <= 1
+    x, y = data.load("digits", "train")
+    m = create("softmax", 10)
+    halves = np.arange(80)[None] < np.array([[40], [80]])
+    halves[1, :40] = False  # teacher 0 sees images 0-39, teacher 1 images 40-79
+    teachers = fit_many(m, x[:80], y[:80], seeds=[0, 1], masks=halves, epochs=30,
+                        batch_size=20, progress=False).variables
+    mixed = jax.tree.map(lambda a: a[::-1], teachers)  # student 0 learns from teacher 1
+    students = fit_many(m, x[:80], y[:80], seeds=[5, 6], masks=halves, epochs=30,
+                        batch_size=20, progress=False, defense="distill:teacher=t,hard=0",
+                        teachers=mixed).variables
+    t, o, s = (stacked_logits(m, v, x[80:400]).argmax(-1) for v in (mixed, teachers, students))
+    assert (s == t).mean() > (s == o).mean()  # each student follows the teacher it was given
+    with pytest.raises(ValueError, match="distill needs teachers="):
+        fit_many(m, x[:80], y[:80], seeds=[0], progress=False, defense="distill:teacher=t")
 
 
 def test_released_logits_are_what_the_output_defense_leaves():

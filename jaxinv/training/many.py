@@ -74,7 +74,8 @@ def fit_many(module: Any, x: np.ndarray, y: np.ndarray, *, seeds: list[int],
              masks: np.ndarray | None = None, epochs: int = 10, batch_size: int = 128,
              lr: float = 1e-3, weight_decay: float = 1e-4, augment: int = 0,
              workdir: str | Path | None = None, progress: bool = True,
-             dp: dict | None = None, defense: dict | str | None = None) -> ManyResult:
+             dp: dict | None = None, defense: dict | str | None = None,
+             teachers: Any = None) -> ManyResult:
     """Train ``len(seeds)`` copies of ``module`` at once, model ``m`` on ``x[masks[m]]``.
 
     ``dp={"epsilon", "delta", "clip", "accountant"}`` (as :func:`jaxinv.training.fit`)
@@ -85,7 +86,9 @@ def fit_many(module: Any, x: np.ndarray, y: np.ndarray, *, seeds: list[int],
 
     ``defense`` (:mod:`jaxinv.training.defenses`: ``negls``, ``mid``, ``bido``; for ``mid``
     pass the ``VIB`` module of :func:`~jaxinv.training.defenses.arch_for`) trains every model
-    with that loss; ``distill`` (one teacher per model) is not supported here.
+    with that loss; ``distill`` needs ``teachers``, one per model: variables of ``module``
+    stacked on axis 0 (``ManyResult.variables`` of a first ``fit_many``), model ``m``
+    learning from teacher ``m``; the defense's ``teacher`` path is not read.
 
     Checkpoints every epoch with orbax in ``workdir`` and resumes from it (a directory
     of other settings is refused).
@@ -110,17 +113,21 @@ def fit_many(module: Any, x: np.ndarray, y: np.ndarray, *, seeds: list[int],
         lambda *a: jnp.stack(a), *[init_variables(module, x.shape[1:], s) for s in seeds]))
     keys = jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.uint32))
     spec = defenses.parse(defense)
-    if spec and spec["name"] == "distill":
-        raise ValueError("fit_many: defense distill needs one teacher per model; train the "
-                         "students with fit(defense=...)")
+    distill = bool(spec) and spec["name"] == "distill"
+    if distill != (teachers is not None):
+        raise ValueError("fit_many: defense distill needs teachers= (one per model), and "
+                         "teachers= needs defense distill")
+    if distill and dp is not None:
+        raise ValueError("fit_many: distillation with DP-SGD is not supported")
     if dp is not None:
         defenses.check_dp(spec)
-    loss_at = defenses.loss_fn(module, spec, augment=augment, total_steps=epochs * steps)
+    loss_at = defenses.loss_fn(module, spec, augment=augment, total_steps=epochs * steps,
+                               teacher=module if distill else None)
     with_w = spec is not None and spec["name"] == "bido"  # a batch loss: mask the padding
 
-    def inner(state, batch, w, k):
+    def inner(state, batch, w, k, teacher=None):
         batch = (*batch, w) if with_w else batch
-        return make_step(loss_at(state.step), tx)(state, batch, w, k)
+        return make_step(loss_at(state.step, teacher), tx)(state, batch, w, k)
 
     dp_cfg, dp_meta = (None, None) if dp is None else _dp_setting(dp, masks, batch_size,
                                                                   epochs * steps)
@@ -131,6 +138,8 @@ def fit_many(module: Any, x: np.ndarray, y: np.ndarray, *, seeds: list[int],
     @partial(jax.jit, donate_argnums=(0,))
     def step(states, xd, yd, idx, w, i, epoch):
         ks = jax.vmap(lambda k: jax.random.fold_in(jax.random.fold_in(k, epoch), i))(keys)
+        if distill:
+            return jax.vmap(inner)(states, (xd[idx], yd[idx]), w, ks, teachers)
         if dp_cfg is None:
             return jax.vmap(inner)(states, (xd[idx], yd[idx]), w, ks)
         one = _dp_step(loss_at, tx, dp_cfg, xd, yd, batch_size)
@@ -139,7 +148,10 @@ def fit_many(module: Any, x: np.ndarray, y: np.ndarray, *, seeds: list[int],
     config = {"module": repr(module), "seeds": seeds, "masks": _digest(masks),
               "data": _digest(x) + _digest(y), "batch_size": batch_size, "lr": lr,
               "weight_decay": weight_decay, "augment": augment,
-              **({"dp": dp_meta} if dp_meta else {}), **({"defense": spec} if spec else {})}
+              **({"dp": dp_meta} if dp_meta else {}), **({"defense": spec} if spec else {}),
+              **({"teachers": _digest(np.concatenate([np.ravel(a) for a in
+                                                      jax.tree.leaves(teachers)]))}
+                 if distill else {})}
     mngr, start, history = _resume(workdir, config, states, ocp)
     if start:
         item = mngr.restore(start, args=ocp.args.StandardRestore(

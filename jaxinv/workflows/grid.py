@@ -17,7 +17,8 @@ undefended target behind each *output* defense (``label``, ``round:1``, ...:
   defense (its own population of ``lira["examples"]`` images and ``lira["models"]`` models
   trained by ``fit_many``, as LiRA needs), reporting LiRA's (online, fixed variance) and
   RMIA's AUC and TPR at 1% FPR; behind an output defense the attacks see only the released
-  vectors (``membership(output=)``). ``distill`` has no LiRA cell yet.
+  vectors (``membership(output=)``); under ``distill`` every model learns from a teacher
+  trained on its own half.
   LiRA's population is drawn from the whole train split, not ``split``.
 
 With a ``split`` (``"classes:0-4"``) the targets and the evaluator are trained on it,
@@ -145,15 +146,15 @@ def _lira(dataset: str, arch: str, arch_kwargs: dict, defense: str, cell: Path, 
           seed: int, progress: bool) -> dict[str, Any] | None:
     from jaxinv.workflows.membership import membership
 
-    if defense.startswith("distill"):
-        return None  # not built yet: one teacher per shadow model
     output = kind(defense) == "output"
     if (cell / "results.json").exists():
         rec = json.loads((cell / "results.json").read_text())
     else:
         rec = membership(cell, dataset=dataset, model=arch, model_kwargs=arch_kwargs,
                          seed=seed, progress=progress, **lira,
-                         **({"output": defense} if output else _train_options(defense, cell)))
+                         **({"output": defense} if output else
+                            {"defense": defense} if defense.startswith("distill") else
+                            _train_options(defense, cell)))
     m = rec["metrics"]
     lv, rm = m["lira_online_fixed_variance"], m["rmia"]
     return {"lira_auc": lv["auc"], "lira_tpr_at_1%_fpr": lv["tpr_at_1%_fpr"],

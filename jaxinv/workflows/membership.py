@@ -149,10 +149,12 @@ def membership(out: str | Path, *, dataset: str = "digits", model: str = "mlp",
     checkpoint every epoch in ``out/models`` (timings then cover this call only). ``dp``
     (``{"epsilon", "delta", "clip"}``) trains every model with DP-SGD
     (:func:`~jaxinv.training.many.fit_many`); the guarantee is recorded under ``dp``.
-    ``defense`` (``negls``, ``mid``, ``bido``; :mod:`jaxinv.training.defenses`) trains every
-    model with that training-time defense. ``output`` (``"round:1"``, ``"label"``) puts
-    every model behind that output defense: the attacks see only the released vectors
-    (:func:`released_logits`; utility stays that of the models' argmax).
+    ``defense`` (``negls``, ``mid``, ``bido``, ``distill``; :mod:`jaxinv.training.defenses`)
+    trains every model with that training-time defense; ``distill`` first trains a plain
+    teacher per model on the same half (``out/teachers``), then each student from its own.
+    ``output`` (``"round:1"``, ``"label"``) puts every model behind that output defense: the
+    attacks see only the released vectors (:func:`released_logits`; utility stays that of
+    the models' argmax).
 
     Example:
         >>> rec = membership("runs/mia", examples=200, models=4, targets=1, epochs=30,
@@ -166,7 +168,11 @@ def membership(out: str | Path, *, dataset: str = "digits", model: str = "mlp",
     x, y = population(dataset, examples, canaries, seed, data_dir)
     xt, yt = data.load(dataset, "test", data_dir=data_dir)
     keep = L.keep_masks(models, len(x), seed)
+    if isinstance(defense, str) and defense.startswith("distill") and "teacher=" not in defense:
+        defense += ("," if ":" in defense else ":") + "teacher=teachers"
     spec = defenses.parse(defense)
+    if spec and spec["name"] == "distill":  # always its own teachers, one per model
+        spec["teacher"] = str(Path(out) / "teachers")
     arch, arch_kwargs = defenses.arch_for(model, dict(model_kwargs or {}), spec)
     module = create(arch, data.info(dataset).num_classes, **arch_kwargs)
     seeds = [seed * 1000 + m for m in range(models)]
@@ -174,6 +180,10 @@ def membership(out: str | Path, *, dataset: str = "digits", model: str = "mlp",
               defense=spec)
     out = Path(out)
     tic = time.perf_counter()
+    if spec and spec["name"] == "distill":  # teacher m: model m trained plainly on mask m
+        teachers = fit_many(module, x, y, seeds=seeds, masks=keep, workdir=out / "teachers",
+                            progress=progress, **{**kw, "defense": None}).variables
+        kw["teachers"] = teachers
     res = fit_many(module, x, y, seeds=seeds, masks=keep, workdir=out / "models",
                    progress=progress, **kw)
     timing = {"fit_many_s": time.perf_counter() - tic, "fit_many_train_s": res.seconds}
@@ -183,8 +193,11 @@ def membership(out: str | Path, *, dataset: str = "digits", model: str = "mlp",
         timing["together_s"] = time.perf_counter() - tic
         tic = time.perf_counter()
         for m in range(models):
+            one = {**kw, **({"teachers": jax.tree.map(lambda a, m=m: a[m:m + 1],
+                                                      kw["teachers"])} if "teachers" in kw
+                            else {})}
             fit_many(module, x, y, seeds=seeds[m:m + 1], masks=keep[m:m + 1], progress=False,
-                     **kw)
+                     **one)
         timing["one_by_one_s"] = time.perf_counter() - tic
     logits = stacked_logits(module, res.variables, x)
     test_logits = stacked_logits(module, res.variables, xt)
@@ -209,7 +222,7 @@ def membership(out: str | Path, *, dataset: str = "digits", model: str = "mlp",
         "config": {"dataset": dataset, "model": model, "model_kwargs": model_kwargs or {},
                    "examples": examples,
                    "canaries": canaries, "models": models, "targets": targets, "seed": seed,
-                   "output": output, **kw},
+                   "output": output, **{k: v for k, v in kw.items() if k != "teachers"}},
         "metrics": metrics,
         **({"metrics_canaries": planted} if canaries else {}),
         "models": {"train_accuracy_mean": float(train_acc.mean()),
