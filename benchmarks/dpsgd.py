@@ -43,7 +43,7 @@ except ImportError:
 from jaxinv import data
 from jaxinv.evaluation.results import versions
 from jaxinv.models import create, init_variables
-from jaxinv.training.dp import _microbatch, private_grad
+from jaxinv.training.dp import _microbatch, auto_microbatch, private_grad
 from jaxinv.training.step import classifier_loss, init_state, make_step
 
 
@@ -179,7 +179,7 @@ def main() -> None:
                    help="Opacus's per-sample gradients: functorch, its default hooks, or both")
     p.add_argument("--microbatch", default="auto",
                    help="jaxinv's per-example gradients this many at a time ('all': one vmap; "
-                        "'auto': 1 on CPU)")
+                        "'auto': jaxinv.training.dp.auto_microbatch)")
     p.add_argument("--out", default="benchmarks/results/dpsgd.jsonl",
                    help="append one JSON line per measurement here ('' : none)")
     a = p.parse_args()
@@ -201,6 +201,8 @@ def main() -> None:
               create("mlp", k, hidden=[256], activation="relu"))
     variables = init_variables(module, x.shape[1:], 0)
     n_params = sum(v.size for v in jax.tree.leaves(variables["params"]))
+    if a.microbatch == "auto":
+        a.microbatch = auto_microbatch(n_params, a.batch)
     v = versions()
     print(f"machine: {cpu_name()}, {os.cpu_count()} cores, {jax.devices()}, load {_load()}")
     print(f"versions: jax {v['jax']}, flax {v['flax']}, optax {v['optax']}, torch "

@@ -53,12 +53,16 @@ def test_microbatches_give_the_same_clipped_sum(microbatch):
     assert int(n_whole) == int(n_parts) > 0
 
 
-def test_microbatch_setting_is_checked_and_auto_is_one_on_cpu():
-    cfg, _ = DP.setting({"epsilon": 3.0}, 1000, 50, 1)
-    assert cfg.microbatch == (1 if jax.default_backend() == "cpu" else None)
-    assert DP.setting({"epsilon": 3.0, "microbatch": "all"}, 1000, 50, 1)[0].microbatch is None
+def test_microbatch_setting_is_checked_and_auto_splits_only_big_gradients():
+    sigma = {"noise_multiplier": 1.0}  # no calibration needed here
+    assert DP.setting(sigma, 1000, 50, 1)[0].microbatch == "auto"
+    assert DP.setting({**sigma, "microbatch": "all"}, 1000, 50, 1)[0].microbatch is None
+    assert DP.setting({**sigma, "microbatch": 4}, 1000, 50, 1)[0].microbatch == 4
     with pytest.raises(ValueError, match="microbatch must be"):
-        DP.setting({"epsilon": 3.0, "microbatch": 0}, 1000, 50, 1)
+        DP.setting({**sigma, "microbatch": 0}, 1000, 50, 1)
+    cpu = jax.default_backend() == "cpu"
+    assert DP.auto_microbatch(DP.AUTO_FLOATS, 2) == (1 if cpu else None)
+    assert DP.auto_microbatch(DP.AUTO_FLOATS, 1) is None
 
 
 def test_noise_is_added_to_the_sum_with_std_sigma_times_clip():

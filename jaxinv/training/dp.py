@@ -38,7 +38,7 @@ class DPConfig(NamedTuple):
     sampling_rate: float
     steps: int
     max_batch: int
-    microbatch: int | None = None
+    microbatch: int | str | None = "auto"
 
 
 def check(epsilon: float, delta: float, sampling_rate: float = 0.01) -> None:
@@ -159,15 +159,15 @@ def poisson_batch(key: jax.Array, n: int, sampling_rate: float, slots: int
 
 def private_grad(per_example_loss: Callable, params: Any, batch: Any, weights: jax.Array,
                  key: jax.Array, *, clip: float, noise_multiplier: float,
-                 expected_batch: float, microbatch: int | None = None
+                 expected_batch: float, microbatch: int | str | None = None
                  ) -> tuple[Any, jax.Array]:
     """``(sum_i w_i clip(g_i) + N(0, (sigma C)^2 I)) / expected_batch`` and the number of
     clipped examples; ``per_example_loss(params, example) -> scalar``, ``w_i`` 0 (padding)
     or 1. ``microbatch``: per-example gradients of that many examples at a time, summed by a
-    ``scan`` (``None``: the whole batch in one ``vmap``). Dense per-example gradients of a
-    whole batch leave the CPU's caches: on this 2-core CPU a 784-256-5 MLP at batch 320
-    ran 20x faster with ``microbatch=1`` (``benchmarks/dpsgd.py --microbatch``); on
-    accelerators the full ``vmap`` is the usual choice.
+    ``scan`` (``None``: the whole batch in one ``vmap``; ``"auto"``: :func:`auto_microbatch`).
+    Dense per-example gradients of a whole batch leave the CPU's caches: on this 2-core CPU
+    a 784-256-5 MLP at batch 300 ran 19x faster with ``microbatch=1``; on accelerators the
+    full ``vmap`` is the usual choice.
 
     Example:
         >>> loss = lambda p, ex: jnp.sum((p["w"] * ex[0] - ex[1]) ** 2)
@@ -179,6 +179,8 @@ def private_grad(per_example_loss: Callable, params: Any, batch: Any, weights: j
         (1.0, 4)
     """
     leaves, tree = jax.tree.flatten(params)
+    if microbatch == "auto":
+        microbatch = auto_microbatch(sum(a.size for a in leaves), len(weights))
     if microbatch is None:
         summed, clipped = _clipped_sum(per_example_loss, params, batch, weights, clip)
     else:
@@ -216,8 +218,8 @@ def _clipped_sum(per_example_loss: Callable, params: Any, batch: Any, weights: j
 def setting(dp: dict, n: int, batch_size: int, epochs: int,
             steps: int | None = None) -> tuple[DPConfig, dict]:
     """Resolve a ``fit(dp=...)`` request ``{"epsilon", "delta", "clip"=1, "accountant"=
-    "pld", "microbatch"="auto"}`` (or an explicit ``"noise_multiplier"``; ``"auto"``
-    microbatch: 1 on CPU, the whole batch elsewhere) for ``n`` examples, expected batch
+    "pld", "microbatch"="auto"}`` (or an explicit ``"noise_multiplier"``; microbatch:
+    :func:`private_grad`'s) for ``n`` examples, expected batch
     ``batch_size`` and ``epochs`` epochs of ``n // batch_size`` steps (or ``steps`` in all,
     when given); returns the config
     and the guarantee recorded in ``model.json`` (epsilon by both accountants).
@@ -254,9 +256,24 @@ def setting(dp: dict, n: int, batch_size: int, epochs: int,
     return cfg, meta
 
 
-def _microbatch(value: Any) -> int | None:
+AUTO_FLOATS = 2 ** 22  # per-example gradients of a batch above this (16 MB): one at a time
+
+
+def auto_microbatch(n_params: int, batch: int) -> int | None:
+    """``"auto"``'s microbatch: 1 on CPU when a batch's dense per-example gradients exceed
+    :data:`AUTO_FLOATS` floats, else (and on accelerators) ``None``, the whole batch.
+
+    Example:
+        >>> auto_microbatch(203_530, 256), auto_microbatch(650, 64)  # an MLP; softmax
+        (1, None)
+    """
+    big = n_params * batch > AUTO_FLOATS
+    return 1 if big and jax.default_backend() == "cpu" else None
+
+
+def _microbatch(value: Any) -> int | str | None:
     if value in (None, "auto"):
-        return 1 if jax.default_backend() == "cpu" else None
+        return "auto"
     if value == "all":
         return None
     if not (isinstance(value, int) and value >= 1):
@@ -264,5 +281,5 @@ def _microbatch(value: Any) -> int | None:
     return value
 
 
-__all__ = ["ACCOUNTANTS", "DPConfig", "calibrate", "check", "epsilon_spent", "max_batch",
-           "poisson_batch", "private_grad", "setting"]
+__all__ = ["ACCOUNTANTS", "AUTO_FLOATS", "DPConfig", "auto_microbatch", "calibrate", "check",
+           "epsilon_spent", "max_batch", "poisson_batch", "private_grad", "setting"]
