@@ -1,11 +1,10 @@
 """DP-SGD (Abadi et al. 2016): Poisson-sampled batches, per-example clipping, Gaussian noise
 on the *sum*, accounting by Google's ``dp-accounting`` (PLD or RDP; never hand-written).
 
-Follows jax_privacy's pitfalls list: noise is calibrated to the
-sum of clipped gradients (sensitivity ``clip`` under add/remove-one adjacency) and added
-before dividing by the *expected* batch size; the accountant's event is the
-Poisson-subsampled Gaussian the sampler really runs; models with state shared across
-examples (batch norm) are refused.
+Follows jax_privacy's pitfalls list: noise is calibrated to the sum of clipped gradients
+(sensitivity ``clip`` under add/remove-one adjacency) and added before dividing by the
+*expected* batch size; the accountant's event is the Poisson-subsampled Gaussian the
+sampler really runs; models with state shared across examples (batch norm) are refused.
 
 Poisson batches have a random size; a jitted step needs a fixed one, so each step samples
 every example with probability ``q`` and gathers the sampled ones into ``max_batch``

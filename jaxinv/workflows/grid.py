@@ -124,13 +124,12 @@ def _inversion(attack: str, target_dir: Path, eval_dir: Path, cell: Path, output
     if output and attack != "p2i" and REGISTRY[name].kind == "white-box":
         return None  # a white-box attacker reads the weights, not the released outputs
     options = run.get("options", {}).get(attack, {})
-    if (cell / "results.json").exists():
-        pass
-    elif attack == "p2i":
+    done = (cell / "results.json").exists()
+    if not done and attack == "p2i":
         p2i(target_dir, assets["generator"], assets["embed"], eval_dir, cell,
             dataset=assets["dataset"], public=assets["public"], classes=run.get("classes"),
             defense=output or "", seed=run["seed"], progress=progress, **options)
-    else:
+    elif not done:
         own = {k: run[k] for k in ("chains", "steps", "classes", "seed") if k in run}
         latent = attack == "gmi" or attack.endswith("-latent")
         invert(name, target_dir, eval_dir, cell, progress=progress,
