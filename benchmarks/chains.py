@@ -9,15 +9,18 @@ throughput, and compile time; for N > 32 also with ``chunk=32`` (chains vmapped
 32 at a time per device: cache-sized batches run faster on CPU). ``--torch`` times
 the same network and step in batched PyTorch (if installed) at batch 64, 256 and N;
 ``--pooling`` times a flax ``nn.Conv`` network with ``nn.max_pool`` and with a
-reshape-max instead of jaxinv's layers (same N and chunk).
+reshape-max instead of jaxinv's layers (same N and chunk). Appends one "white-box pixel
+step" record (jaxinv's fastest row against PyTorch's fastest batch) to ``--jsonl``
+(``benchmarks/table.py`` reads it).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import platform
+import sys
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -28,28 +31,17 @@ from jaxinv.core.driver import run_chains
 from jaxinv.evaluation.results import versions
 from jaxinv.models import create, init_variables
 
+sys.path.insert(0, str(Path(__file__).parent))
+from common import (  # cpu_name, matmul_gflops: also imported from here by other scripts
+    cpu_name,
+    default_jsonl,
+    emit,
+    family_record,
+    matmul_gflops,
+    torch_mnist_cnn,
+)
+
 SHAPE = (28, 28, 1)
-
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "?"
-
-
-def matmul_gflops(n: int = 2048, reps: int = 10) -> float:
-    a = jnp.ones((n, n), jnp.float32)
-    f = jax.jit(lambda a: a @ a)
-    f(a).block_until_ready()
-    tic = time.perf_counter()
-    for _ in range(reps):
-        r = f(a)
-    r.block_until_ready()
-    return 2 * n**3 * reps / (time.perf_counter() - tic) / 1e9
 
 
 def step_flops(attack, env, n: int) -> float:
@@ -90,13 +82,7 @@ def torch_rate(n: int, steps: int) -> float | None:
     except ImportError:
         return None
     torch.manual_seed(0)
-    net = torch.nn.Sequential(
-        torch.nn.Conv2d(1, 32, 5, padding=2), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-        torch.nn.Conv2d(32, 64, 5, padding=2), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-        torch.nn.Flatten(), torch.nn.Linear(7 * 7 * 64, 128), torch.nn.ReLU(),
-        torch.nn.Linear(128, 10)).eval()
-    for p in net.parameters():
-        p.requires_grad_(False)
+    net = torch_mnist_cnn(torch)
     x = torch.rand(n, 1, 28, 28)
     y = torch.arange(n) % 10
 
@@ -120,6 +106,8 @@ def main() -> None:
     p.add_argument("--pooling", action="store_true", help="also time other pooling layers")
     p.add_argument("--chunk", type=int, default=32,
                    help="also time N > chunk with run_chains(chunk=...) (0: skip)")
+    p.add_argument("--jsonl", default=default_jsonl(__file__),
+                   help="append the 'white-box pixel step' record here ('' : none)")
     args = p.parse_args()
 
     v = versions()
@@ -136,12 +124,14 @@ def main() -> None:
                      init="random", lr=0.1, tv=0.0)  # the step the PyTorch reference runs
     print(f"{'N':>6} {'chunk':>6} {'steps':>6} {'chain-steps/s':>14} {'GFLOP/s':>8} "
           f"{'of matmul':>9} {'compile s':>9}")
+    rows = []
     for n in args.chains:
         steps = max(24, min(400, int(80000 / n)))
         flops = step_flops(attack, env, min(n, 256)) / min(n, 256)  # per chain-step
         for chunk in (None, args.chunk) if 0 < args.chunk < n else (None,):
             r = bench_driver(attack, env, n, steps, chunk)
             gf = flops * r["chain_steps_per_s"] / 1e9
+            rows.append({"n": n, "chunk": chunk, "steps": steps, **r})
             print(f"{n:>6} {chunk or '-':>6} {steps:>6} {r['chain_steps_per_s']:>14.0f} "
                   f"{gf:>8.1f} {gf / peak:>9.1%} {r['compile_s']:>9.1f}")
     n = min(max(args.chains), 1024)  # nn.max_pool at 4096 chains needs > 24 GiB
@@ -158,6 +148,7 @@ def main() -> None:
             r = bench_driver(a, e, n, 24, args.chunk or None)
             print(f"flax nn.Conv + {name}: {r['chain_steps_per_s']:.0f} chain-steps/s at N={n}, "
                   f"chunk {args.chunk or '-'}")
+    torch_rows = []
     if args.torch:
         for tn in sorted({64, 256, n}):
             rate = torch_rate(tn, max(8, 8192 // tn))
@@ -165,8 +156,22 @@ def main() -> None:
                 print("torch not installed (pip install torch): no PyTorch reference")
                 break
             import torch
+            torch_rows.append({"batch": tn, "chain_steps_per_s": rate,
+                               "threads": torch.get_num_threads()})
             print(f"PyTorch {torch.__version__} batched, same net/step, batch {tn}: {rate:.0f} "
                   f"chain-steps/s ({torch.get_num_threads()} threads)")
+    if args.jsonl and rows:
+        best = max(rows, key=lambda r: r["chain_steps_per_s"])
+        ref = max(torch_rows, key=lambda r: r["chain_steps_per_s"], default=None)
+        work = (f"MI-Face step (neg_log_p, lr 0.1), MNIST CNN, 28x28x1; jaxinv best N="
+                f"{best['n']} chunk {best['chunk'] or '-'} of N={','.join(map(str, args.chains))}"
+                + (f"; PyTorch best batch {ref['batch']} of "
+                   f"{','.join(str(r['batch']) for r in torch_rows)}" if ref else ""))
+        emit(args.jsonl, family_record(
+            "white-box pixel step", work, "chain-steps/s", best["chain_steps_per_s"],
+            ref["chain_steps_per_s"] if ref else None, 1, compile_s=best["compile_s"],
+            matmul_gflops=peak, rows=rows, torch_rows=torch_rows))
+        print(f"appended to {args.jsonl}")
 
 
 if __name__ == "__main__":

@@ -16,13 +16,14 @@ compared (printed; on MNIST images with torch 2.13, Opacus 1.6's hook-based grad
 the second convolution were wrong, its functorch ones agreed with jaxinv to ~1e-8).
 Compilation is timed apart; each side runs ``--steps`` steps per repeat, the sides
 alternate, and medians are printed with the ratios and the load average.
-One JSON line per measurement is appended to ``--out``.
+One JSON line per measurement is appended to ``--jsonl`` (alias ``--out``), then one
+"DP-SGD per-example gradients" record (jaxinv against the fastest Opacus mode whose
+gradients passed the check) that ``benchmarks/table.py`` reads.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -35,20 +36,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-try:
-    from chains import cpu_name
-except ImportError:
-    from benchmarks.chains import cpu_name
-
 from jaxinv import data
 from jaxinv.evaluation.results import versions
 from jaxinv.models import create, init_variables
 from jaxinv.training.dp import _microbatch, auto_microbatch, private_grad
 from jaxinv.training.step import classifier_loss, init_state, make_step
 
-
-def _load() -> str:
-    return " ".join(f"{v:.2f}" for v in os.getloadavg())
+sys.path.insert(0, str(Path(__file__).parent))  # as a script or as benchmarks.dpsgd
+from common import alternate, cpu_name, default_jsonl, emit, family_record
+from common import load_text as _load
 
 
 def jax_steps(module, variables, lr: float, clip: float, sigma: float, microbatch=None):
@@ -157,13 +153,6 @@ def check(torch, module, variables, x, y, clip: float, mode: str) -> tuple[float
     return d_logits, d_grad
 
 
-def timed(fn, steps: int) -> float:
-    """Seconds for ``steps`` calls of ``fn`` (which blocks at its end)."""
-    tic = time.perf_counter()
-    fn(steps)
-    return time.perf_counter() - tic
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset", default="mnist")
@@ -180,8 +169,9 @@ def main() -> None:
     p.add_argument("--microbatch", default="auto",
                    help="jaxinv's per-example gradients this many at a time ('all': one vmap; "
                         "'auto': jaxinv.training.dp.auto_microbatch)")
-    p.add_argument("--out", default="benchmarks/results/dpsgd.jsonl",
-                   help="append one JSON line per measurement here ('' : none)")
+    p.add_argument("--jsonl", "--out", dest="jsonl", default=default_jsonl(__file__),
+                   help="append one JSON line per measurement and the 'DP-SGD per-example "
+                        "gradients' record here ('' : none)")
     a = p.parse_args()
     a.microbatch = _microbatch(a.microbatch if a.microbatch in ("auto", "all")
                                else int(a.microbatch))
@@ -255,10 +245,10 @@ def main() -> None:
     sides.update({"jaxinv_plain": run_jax(plain_step), "torch_plain": run_torch(tp_step)})
     for go in sides.values():  # warm-up (torch allocators, opacus hooks)
         go(2)
-    times = {s: [] for s in sides}
-    for _ in range(a.repeats):
-        for s, go in sides.items():
-            times[s].append(timed(go, a.steps))
+    units = a.steps * a.batch
+    rates = alternate({s: (lambda go=go: go(a.steps) or units) for s, go in sides.items()},
+                      a.repeats)
+    times = {s: [units / r for r in rs] for s, rs in rates.items()}  # seconds per repeat
     rate = {s: a.steps * a.batch / statistics.median(t) for s, t in times.items()}
     print(f"\n{'':<22} {'examples/s (median)':>20} {'repeats':>28}")
     for s in sides:
@@ -270,25 +260,36 @@ def main() -> None:
     print("\nratios: " + "; ".join(f"{n} {r:.2f}x" for n, r in ratios.items()))
     print(f"jaxinv compile {compile_s['dp']:.1f} s (DP), {compile_s['plain']:.1f} s (plain); "
           f"load at the end {_load()}")
-    if a.out:
-        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    if a.jsonl:  # machine (cpu, load as 3 floats, versions, ...) and time merged in by emit
         base = {"bench": "dpsgd", "dataset": a.dataset, "arch": a.arch, "batch": a.batch,
                 "params": n_params,
                 "clip": a.clip, "noise_multiplier": a.noise_multiplier, "steps": a.steps,
                 "microbatch": a.microbatch,
-                "repeats": a.repeats, "load": _load(), "cpu": cpu_name(),
+                "repeats": a.repeats,
                 "torch_threads": torch.get_num_threads(), "versions": {
                     **{n: v[n] for n in ("jax", "jaxlib", "flax", "optax")},
                     "torch": torch.__version__, "opacus": opacus_version}}
-        with open(a.out, "a") as fh:
-            for s in sides:
-                fh.write(json.dumps({**base, "side": s, "examples_per_s": rate[s],
-                                     "repeat_s": times[s],
-                                     "compile_s": compile_s.get(s.split("_")[1]) if
-                                     s.startswith("jaxinv") else None}) + "\n")
-            fh.write(json.dumps({**base, "side": "ratio", **ratios, "check_max_dp_grad_diff":
-                                 checks}) + "\n")
-        print(f"appended to {a.out}")
+        for s in sides:
+            emit(a.jsonl, {**base, "side": s, "examples_per_s": rate[s], "repeat_s": times[s],
+                           "compile_s": compile_s.get(s.split("_")[1]) if
+                           s.startswith("jaxinv") else None})
+        emit(a.jsonl, {**base, "side": "ratio", **ratios, "check_max_dp_grad_diff": checks})
+        # the reference: the fastest Opacus mode with correct per-sample gradients
+        ok = [m for m in modes if checks[m] <= 1e-4] or modes
+        ref = max(ok, key=lambda m: rate[f"opacus_dp_{m}"])
+        work = (f"DP-SGD step, {a.dataset} {a.arch} ({n_params} params), batch {a.batch}, clip "
+                f"{a.clip:g}, noise {a.noise_multiplier:g}, Adam, jaxinv microbatch "
+                f"{a.microbatch or 'all'}; vs Opacus {opacus_version} {ref}"
+                + ("" if checks[ref] <= 1e-4 else " (wrong gradients)"))
+        emit(a.jsonl, family_record(
+            "DP-SGD per-example gradients", work, "examples/s", rate["jaxinv_dp"],
+            rate[f"opacus_dp_{ref}"], a.repeats, compile_s=compile_s["dp"],
+            **{k: base[k] for k in ("bench", "dataset", "arch", "batch", "params", "steps",
+                                    "microbatch", "torch_threads", "versions")},
+            reference=f"opacus {ref}", non_private={"jaxinv": rate["jaxinv_plain"],
+                                                    "torch": rate["torch_plain"]},
+            check_max_dp_grad_diff=checks))
+        print(f"appended to {a.jsonl}")
 
 
 if __name__ == "__main__":

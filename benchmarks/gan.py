@@ -24,6 +24,10 @@ once per row, printed; ``--torch-threads`` overrides): its OpenMP threads spin-w
 on an oversubscribed machine 1 thread can be 5-10x faster. XLA's thread pool is fixed
 when JAX starts; for single-threaded JAX figures run with
 ``XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"``.
+
+Appends a "generator training" record (the GAN iteration) and a "GAN-latent step" record
+(GMI: jaxinv's fastest row against PyTorch's fastest N) to ``--jsonl`` for
+``benchmarks/table.py``.
 """
 
 from __future__ import annotations
@@ -32,7 +36,9 @@ import argparse
 import math
 import os
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -44,10 +50,9 @@ from jaxinv.models.gan import random_gan
 from jaxinv.training.gan import make_iteration
 from jaxinv.training.step import init_state
 
-try:  # run as a script (benchmarks/ on sys.path) or imported as benchmarks.gan
-    from chains import cpu_name
-except ImportError:
-    from benchmarks.chains import cpu_name
+sys.path.insert(0, str(Path(__file__).parent))  # run as a script or imported as benchmarks.gan
+from common import cpu_name, default_jsonl, emit, family_record
+from common import load_text as _load  # benchmarks/tldr.py imports _load from here
 
 FULL = {"shape": (28, 28, 1), "width": 32, "critic_width": 16, "batch": 64, "n_critic": 5,
         "gp": 10.0, "lr": 2e-4, "b1": 0.5, "b2": 0.999, "z_dim": 100, "n_public": 2048,
@@ -337,6 +342,9 @@ def main() -> None:
     p.add_argument("--torch-threads", default="auto",
                    help="PyTorch thread counts to probe, e.g. 2,1 (auto: default and 1)")
     p.add_argument("--skip-gan", action="store_true", help="GMI only")
+    p.add_argument("--jsonl", default=default_jsonl(__file__),
+                   help="append the 'generator training' and 'GAN-latent step' records here "
+                        "('' : none)")
     args = p.parse_args()
     cfg = QUICK if args.quick else FULL
     sizes = [int(s) for s in (args.sizes or cfg["sizes"]).split(",") if s.strip()]
@@ -383,11 +391,20 @@ def main() -> None:
         print(f"{'':8} {'images/s':>18} {'s/iteration':>11}")
         print(f"{'jaxinv':8} {fmt(rj):>18} {per_it / rj[0]:>11.2f}  (first call {compile_s:.1f} s, "
               "compilation included)")
+        rt = thr = None
         if torch is not None:
             rt, thr, probe = torch_gan(torch, cfg, *nets()[:2], x, threads, args.repeats)
             print(f"{'PyTorch':8} {fmt(rt):>18} {per_it / rt[0]:>11.2f}  "
                   f"({_threads(thr, probe)})")
             print(f"ratio jaxinv / PyTorch: {ratio(rj, rt)}")
+        work = (f"WGAN-GP iteration, {'x'.join(map(str, cfg['shape']))}, G width {cfg['width']}, "
+                f"D width {cfg['critic_width']}, batch {cfg['batch']}, n_critic "
+                f"{cfg['n_critic']}, Adam" + (f"; PyTorch {thr} thread{'s' * (thr > 1)}"
+                                              if thr else ""))
+        emit(args.jsonl, family_record(
+            "generator training", work, "images/s", rj[0], rt[0] if rt else None,
+            args.repeats, compile_s=compile_s, jaxinv_range=rj[1:],
+            torch_range=rt[1:] if rt else None, torch_threads=thr, quick=args.quick))
 
     try:
         import jaxinv.attacks.gmi  # noqa: F401
@@ -401,21 +418,38 @@ def main() -> None:
           f"~{cfg['gmi_chain_steps']} chain-steps per run")
     print(f"{'N':>6} {'chunk':>5} {'steps':>5} {'jaxinv chain-steps/s':>21} "
           f"{'PyTorch chain-steps/s':>21} {'ratio':>6} {'compile s':>9}  PyTorch threads")
+    jax_rows, torch_rows = [], []
     for n in sizes:
         steps = max(2, cfg["gmi_chain_steps"] // n)
         rt, thr, probe = (torch_gmi(torch, cfg, *nets(), n, steps, threads, args.repeats)
                           if torch is not None else (None, None, None))
+        if rt is not None:
+            torch_rows.append({"n": n, "steps": steps, "rate": rt, "threads": thr})
         for ch in (None, args.chunk) if 0 < args.chunk < n else (None,):
             rj, compile_s = (jax_gmi(cfg, model, target_vars, gan, n, steps, ch, args.repeats)
                              if have_gmi else (None, float("nan")))
             print(f"{n:>6} {ch or '-':>5} {steps:>5} {fmt(rj):>21} {fmt(rt):>21} "
                   f"{ratio(rj, rt):>6} {compile_s:>9.1f}  "
                   f"{_threads(thr, probe) if thr else '-'}")
+            if rj is not None:
+                jax_rows.append({"n": n, "chunk": ch, "steps": steps, "rate": rj,
+                                 "compile_s": compile_s})
+    if jax_rows:
+        best = max(jax_rows, key=lambda r: r["rate"][0])
+        ref = max(torch_rows, key=lambda r: r["rate"][0], default=None)
+        work = (f"GMI step (lam {cfg['lam']:g}, Nesterov SGD) through G + D + target cnn "
+                f"{tuple(model.channels)}-{model.dense}, {'x'.join(map(str, cfg['shape']))}; "
+                f"jaxinv best N={best['n']} chunk {best['chunk'] or '-'} of N="
+                f"{','.join(map(str, sizes))}"
+                + (f"; PyTorch best N={ref['n']} ({ref['threads']} thread"
+                   f"{'s' * (ref['threads'] > 1)})" if ref else ""))
+        emit(args.jsonl, family_record(
+            "GAN-latent step", work, "chain-steps/s", best["rate"][0],
+            ref["rate"][0] if ref else None, args.repeats, compile_s=best["compile_s"],
+            rows=jax_rows, torch_rows=torch_rows, quick=args.quick))
+    if args.jsonl:
+        print(f"records appended to {args.jsonl}")
     print(f"\nload at the end: {_load()}")
-
-
-def _load() -> str:
-    return " ".join(f"{a:.2f}" for a in os.getloadavg())
 
 
 def _threads(best: int, probe: dict) -> str:

@@ -55,7 +55,8 @@ per-victim PSNR (reconstruction clipped to [0, 1], ``jaxinv.metrics.reconstructi
 fraction of victims with MSE < 1e-3, scored by the same function for both; "match loss" is the
 gradient distance at the returned reconstruction, evaluated by jaxinv for both. The machine is
 shared and noisy: compare the ratios, measured in the same run. One JSON line per measurement
-goes to ``--out``.
+goes to ``--jsonl`` (alias ``--out``), then one "gradient matching" record (medians, ratio
+jaxinv / PyTorch) that ``benchmarks/table.py`` reads.
 
 Threads: PyTorch runs at the faster of its default thread count and 1 (probed on one victim,
 printed; ``--torch-threads`` overrides); XLA's pool is fixed when JAX starts.
@@ -65,13 +66,11 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import os
 import statistics
 import sys
 import time
 import types
-from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
@@ -95,12 +94,9 @@ from jaxinv.metrics import reconstruction as R
 from jaxinv.models import apply_logits
 from jaxinv.workflows.gradient_leakage import victim_batches, victim_model
 
-try:  # run as a script (benchmarks/ on sys.path) or imported as benchmarks.gradient_leakage
-    from chains import cpu_name
-    from gan import _load
-except ImportError:
-    from benchmarks.chains import cpu_name
-    from benchmarks.gan import _load
+sys.path.insert(0, str(Path(__file__).parent))  # as a script or as benchmarks.gradient_leakage
+from common import cpu_name, default_jsonl, emit, family_record
+from common import load_text as _load
 
 BREACHING_INSTALL = "pip install --no-deps breaching==0.1.2 hydra-core"
 
@@ -413,8 +409,9 @@ def main() -> None:
                    default="auto", help="auto: breaching, else the hand-written PyTorch code")
     p.add_argument("--torch-threads", default="auto",
                    help="PyTorch thread counts to probe, e.g. 2,1 (auto: default and 1)")
-    p.add_argument("--out", default="benchmarks/results/gradient_leakage.jsonl",
-                   help="append one JSON line per measurement here ('' : none)")
+    p.add_argument("--jsonl", "--out", dest="jsonl", default=default_jsonl(__file__),
+                   help="append one JSON line per measurement and the 'gradient matching' "
+                        "record here ('' : none)")
     args = p.parse_args()
     if min(args.victims, args.steps, args.repeats) < 1:
         p.error("--victims, --steps and --repeats must be >= 1")
@@ -515,9 +512,7 @@ def main() -> None:
               + ", ".join(f"{t}: {1 / r:.2f} s" for t, r in probe.items()) + ")")
 
     # ---- timed, alternating repeats
-    out = Path(args.out) if args.out else None
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
+    out = Path(args.jsonl) if args.jsonl else None
     common = {"benchmark": "gradient_leakage", "attack": args.attack, "dataset": args.dataset,
               "steps": args.steps, "batch": 1, "seed": args.seed, "model_seed": args.model_seed,
               "tv": args.tv if args.attack == "ig" else None,
@@ -526,11 +521,7 @@ def main() -> None:
                            "breaching": bver}}
 
     def record(rec: dict) -> None:
-        rec = {**common, **rec, "load": list(os.getloadavg()),
-               "time": datetime.now(UTC).isoformat(timespec="seconds")}
-        if out is not None:
-            with open(out, "a") as fh:
-                fh.write(json.dumps(rec) + "\n")
+        emit(out, {**common, **rec})  # machine (load, versions, ...) and time merged in
 
     jr, tr, lr_ = [], [], []
     for r in range(args.repeats):
@@ -601,6 +592,18 @@ def main() -> None:
         if nt <= 32:
             print("PSNR jaxinv : " + " ".join(f"{a:5.1f}" for a in pj))
             print("PSNR PyTorch: " + " ".join(f"{a:5.1f}" for a in pt))
+    if out is not None:
+        rt_ = med([m["rate"] for m in tr]) if nt else None
+        work = (f"{args.attack}, {args.steps} iterations, {args.victims} {args.dataset} victims "
+                f"(batch 1), DLG LeNet; jaxinv run_chains"
+                + (f" vs {impl} on the first {nt}, {thr} thread{'s' * (thr > 1)}" if nt else ""))
+        emit(out, family_record(
+            "gradient matching", work, "victims/s", rj[0], rt_[0] if rt_ else None,
+            args.repeats, compile_s=compile_s, **common,
+            reference=impl if nt else None, torch_victims=nt,
+            psnr_median={"jaxinv": sj["psnr_median"],
+                         "torch": tr[-1]["s"]["psnr_median"] if nt else None},
+            lax_conv=med(lr_)[0] if lr_ else None))
     print(f"\nload at the end: {_load()}" + (f"; JSON lines appended to {out}" if out else ""))
 
 

@@ -35,6 +35,8 @@ def add_attack(asub: argparse._SubParsersAction) -> None:
         q.add_argument("--batch", type=int, default=1, help="images per client")
         q.add_argument("--restarts", type=int, default=1, help="chains per victim")
         q.add_argument("--steps", type=int, default=None, help="attack iterations")
+        q.add_argument("--retry-above", type=float, default=None,
+                       help="attack victims whose final loss exceeds this once more")
         q.add_argument("--labels", default="analytic", help="analytic (from the update) or true")
         q.add_argument("--defense", default="none",
                        help="client defense: none, noise:STD, dp:CLIP,MULT or prune:RATE")
@@ -66,6 +68,7 @@ def attack(args: argparse.Namespace) -> None:
                            model=args.model or DEFAULT_MODEL[args.attack],
                            model_seed=args.model_seed, victims=args.victims, batch=args.batch,
                            restarts=args.restarts, steps=args.steps, labels=args.labels,
+                           retry_above=args.retry_above,
                            defense=args.defense, local_steps=args.local_steps,
                            local_lr=args.local_lr, seed=args.seed, chunk=args.chunk, **opts)
     m = rec["metrics"]

@@ -64,6 +64,20 @@ def enable_compilation_cache(path: str | Path | None = None) -> Path:
     return path
 
 
+def compile_once(fn: Any, *args: Any) -> Any:
+    """``fn`` (jitted) compiled for ``args``, for a call made once per run (initialisation).
+    On XLA:CPU with LLVM's optimisation off: it compiles 3-5x faster (a CNN's init 2.6 s ->
+    0.5 s) and runs slower, which a one-off call does not feel; elsewhere as usual.
+
+    Example:
+        >>> f = compile_once(jax.jit(lambda x: x + 1), jnp.zeros(3))
+        >>> f(jnp.zeros(3)).tolist()
+        [1.0, 1.0, 1.0]
+    """
+    cpu = jax.default_backend() == "cpu"
+    return fn.lower(*args).compile({"xla_backend_optimization_level": 0} if cpu else None)
+
+
 def to_host(tree: PyTree) -> PyTree:
     """Host NumPy copies of (possibly multi-host) global arrays."""
 
@@ -300,7 +314,7 @@ class _Run:
         self.args = (keys, ti, hi, tgt, put(sweep, repl))
         self.env = put(env, repl)
         if "init" not in self.compiled:
-            self.compiled["init"] = plan.init_fn()
+            self.compiled["init"] = compile_once(plan.init_fn(), *self.args, self.env)
         carry = self.compiled["init"](*self.args, self.env)
         C.check_init(to_host(carry.failed), plan.layout.n)
         return carry, to_host(carry.state.x)

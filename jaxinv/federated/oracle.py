@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxinv.core.driver import compile_once
+
 Apply = Callable[[Any, jax.Array], jax.Array]
 
 
@@ -84,9 +86,10 @@ def shared_updates(apply_fn: Apply, variables: dict, x: np.ndarray, y: np.ndarra
                          f"[V, B, K]), got x {x.shape} and y {y.shape}")
     if local_steps < 0 or (local_steps and not lr > 0):
         raise ValueError(f"local_steps must be >= 0 and lr > 0, got {local_steps}, {lr}")
-    one = lambda xb, yb: client_update(apply_fn, variables, xb, yb, local_steps=local_steps,
-                                       lr=lr)
-    updates = jax.jit(jax.vmap(one))(x, y)
+    one = lambda v, xb, yb: client_update(apply_fn, v, xb, yb, local_steps=local_steps, lr=lr)
+    # the weights are an argument, not constants folded into the program (slow to compile)
+    updates = compile_once(jax.jit(jax.vmap(one, (None, 0, 0))), variables, x, y)(
+        variables, x, y)
     return jax.tree.map(np.asarray, updates), finite_victims(updates)
 
 

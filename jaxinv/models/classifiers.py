@@ -273,4 +273,7 @@ def init_variables(model: nn.Module, input_shape: Sequence[int], seed: int = 0) 
         >>> variables["params"]["Dense_0"]["kernel"].shape
         (64, 3000)
     """
-    return model.init(jax.random.key(seed), jnp.zeros((1, *input_shape), jnp.float32))
+    from jaxinv.core.driver import compile_once
+
+    args = jax.random.key(seed), jnp.zeros((1, *input_shape), jnp.float32)
+    return compile_once(jax.jit(model.init), *args)(*args)  # eagerly: compiles op by op

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Re-measure every kernel family of the README's speed table, then rewrite the table:
+#
+#     JAXINV_DATA_DIR=/path/to/data bash benchmarks/all.sh      # from anywhere
+#
+# Each benchmark runs with the settings the README quotes and appends one record per family
+# to benchmarks/results/<script>.jsonl; table.py puts the newest record of each family
+# between the speed-table markers of README.md. PYTHON overrides the interpreter.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+py=${PYTHON:-python}
+"$py" benchmarks/chains.py --torch --pooling   # white-box pixel step
+"$py" benchmarks/gan.py                        # GAN-latent step, generator training
+"$py" benchmarks/blackbox.py                   # zeroth-order queries
+"$py" benchmarks/gradient_leakage.py           # gradient matching (MNIST: JAXINV_DATA_DIR)
+"$py" benchmarks/dpsgd.py                      # DP-SGD per-example gradients (MNIST too)
+"$py" benchmarks/table.py --readme README.md
