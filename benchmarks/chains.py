@@ -32,7 +32,7 @@ from jaxinv.evaluation.results import versions
 from jaxinv.models import create, init_variables
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import (  # cpu_name, matmul_gflops: also imported from here by other scripts
+from common import (
     cpu_name,
     default_jsonl,
     emit,

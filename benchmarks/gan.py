@@ -52,7 +52,7 @@ from jaxinv.training.step import init_state
 
 sys.path.insert(0, str(Path(__file__).parent))  # run as a script or imported as benchmarks.gan
 from common import cpu_name, default_jsonl, emit, family_record
-from common import load_text as _load  # benchmarks/tldr.py imports _load from here
+from common import load_text as _load
 
 FULL = {"shape": (28, 28, 1), "width": 32, "critic_width": 16, "batch": 64, "n_critic": 5,
         "gp": 10.0, "lr": 2e-4, "b1": 0.5, "b2": 0.999, "z_dim": 100, "n_public": 2048,

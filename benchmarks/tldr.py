@@ -46,11 +46,13 @@ from jaxinv.training.inverter import make_inverter_step
 from jaxinv.training.step import init_state
 
 try:  # run as a script (benchmarks/ on sys.path) or imported as benchmarks.tldr
-    from chains import cpu_name
-    from gan import _load, fmt, median_rate, ratio
+    from common import cpu_name
+    from common import load_text as _load
+    from gan import fmt, median_rate, ratio
 except ImportError:
-    from benchmarks.chains import cpu_name
-    from benchmarks.gan import _load, fmt, median_rate, ratio
+    from benchmarks.common import cpu_name
+    from benchmarks.common import load_text as _load
+    from benchmarks.gan import fmt, median_rate, ratio
 
 FULL = {"shape": (28, 28, 1), "width": 16, "batch": 64, "z_dim": 100, "classes": 10,
         "dropout": 0.3, "lr": 1e-3, "sigma": 0.1, "grad_examples": 8,

@@ -276,6 +276,4 @@ def init_variables(model: nn.Module, input_shape: Sequence[int], seed: int = 0) 
     from jaxinv.core.driver import compile_once
 
     args = jax.random.key(seed), jnp.zeros((1, *input_shape), jnp.float32)
-    if isinstance(args[0], jax.core.Tracer):  # traced (``jax.eval_shape``): nothing to compile
-        return model.init(*args)
     return compile_once(jax.jit(model.init), *args)(*args)  # eagerly: compiles op by op
