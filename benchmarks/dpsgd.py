@@ -47,7 +47,8 @@ from common import alternate, cpu_name, default_jsonl, emit, family_record
 from common import load_text as _load
 
 
-def jax_steps(module, variables, lr: float, clip: float, sigma: float, microbatch=None):
+def jax_steps(module, variables, lr: float, clip: float, sigma: float, microbatch=None,
+              patch_grads=None):
     """Jitted ``(state, x, y, key) -> state`` for DP-SGD and for plain training."""
     tx = optax.adam(lr)
     loss = classifier_loss(module)
@@ -59,7 +60,7 @@ def jax_steps(module, variables, lr: float, clip: float, sigma: float, microbatc
     def dp(state, x, y, key):
         g, _ = private_grad(per_example, state.params, (x, y), jnp.ones(len(x)), key,
                             clip=clip, noise_multiplier=sigma, expected_batch=len(x),
-                            microbatch=microbatch)
+                            microbatch=microbatch, patch_grads=patch_grads)
         updates, opt = tx.update(g, state.opt_state, state.params)
         return state._replace(params=optax.apply_updates(state.params, updates),
                               opt_state=opt, step=state.step + 1)
@@ -169,6 +170,9 @@ def main() -> None:
     p.add_argument("--microbatch", default="auto",
                    help="jaxinv's per-example gradients this many at a time ('all': one vmap; "
                         "'auto': jaxinv.training.dp.auto_microbatch)")
+    p.add_argument("--patch-grads", choices=["auto", "on", "off"], default="auto",
+                   help="conv weight gradients as im2col + matmul (private_grad's "
+                        "patch_grads; auto: on CPU)")
     p.add_argument("--jsonl", "--out", dest="jsonl", default=default_jsonl(__file__),
                    help="append one JSON line per measurement and the 'DP-SGD per-example "
                         "gradients' record here ('' : none)")
@@ -193,6 +197,7 @@ def main() -> None:
     n_params = sum(v.size for v in jax.tree.leaves(variables["params"]))
     if a.microbatch == "auto":
         a.microbatch = auto_microbatch(n_params, a.batch)
+    a.patch_grads = {"on": True, "off": False}.get(a.patch_grads, jax.default_backend() == "cpu")
     v = versions()
     print(f"machine: {cpu_name()}, {os.cpu_count()} cores, {jax.devices()}, load {_load()}")
     print(f"versions: jax {v['jax']}, flax {v['flax']}, optax {v['optax']}, torch "
@@ -200,7 +205,7 @@ def main() -> None:
     print(f"settings: {a.dataset} {'x'.join(map(str, x.shape[1:]))}, {a.arch} ({n_params} "
           "params), "
           f"batch {a.batch}, clip {a.clip}, noise multiplier {a.noise_multiplier}, Adam, "
-          f"jaxinv microbatch {a.microbatch or 'all'}, "
+          f"jaxinv microbatch {a.microbatch or 'all'}, patch grads {a.patch_grads}, "
           f"{a.steps} steps x {a.repeats} repeats (alternating)")
     modes = ["functorch", "hooks"] if a.opacus_mode == "both" else [a.opacus_mode]
     checks = {}
@@ -211,7 +216,7 @@ def main() -> None:
               + ("  <- WRONG per-sample gradients" if checks[mode] > 1e-4 else ""))
 
     state, dp_step, plain_step = jax_steps(module, variables, a.lr, a.clip,
-                                           a.noise_multiplier, a.microbatch)
+                                           a.noise_multiplier, a.microbatch, a.patch_grads)
     xj, yj = jax.device_put(x), jax.device_put(y)
     compile_s = {}
     for name, fn in (("dp", dp_step), ("plain", plain_step)):
@@ -264,7 +269,7 @@ def main() -> None:
         base = {"bench": "dpsgd", "dataset": a.dataset, "arch": a.arch, "batch": a.batch,
                 "params": n_params,
                 "clip": a.clip, "noise_multiplier": a.noise_multiplier, "steps": a.steps,
-                "microbatch": a.microbatch,
+                "microbatch": a.microbatch, "patch_grads": a.patch_grads,
                 "repeats": a.repeats,
                 "torch_threads": torch.get_num_threads(), "versions": {
                     **{n: v[n] for n in ("jax", "jaxlib", "flax", "optax")},
@@ -279,13 +284,15 @@ def main() -> None:
         ref = max(ok, key=lambda m: rate[f"opacus_dp_{m}"])
         work = (f"DP-SGD step, {a.dataset} {a.arch} ({n_params} params), batch {a.batch}, clip "
                 f"{a.clip:g}, noise {a.noise_multiplier:g}, Adam, jaxinv microbatch "
-                f"{a.microbatch or 'all'}; vs Opacus {opacus_version} {ref}"
+                f"{a.microbatch or 'all'}{', im2col weight grads' if a.patch_grads else ''}; "
+                f"vs Opacus {opacus_version} {ref}"
                 + ("" if checks[ref] <= 1e-4 else " (wrong gradients)"))
         emit(a.jsonl, family_record(
             "DP-SGD per-example gradients", work, "examples/s", rate["jaxinv_dp"],
             rate[f"opacus_dp_{ref}"], a.repeats, compile_s=compile_s["dp"],
             **{k: base[k] for k in ("bench", "dataset", "arch", "batch", "params", "steps",
-                                    "microbatch", "torch_threads", "versions")},
+                                    "microbatch", "patch_grads", "torch_threads",
+                                    "versions")},
             reference=f"opacus {ref}", non_private={"jaxinv": rate["jaxinv_plain"],
                                                     "torch": rate["torch_plain"]},
             check_max_dp_grad_diff=checks))

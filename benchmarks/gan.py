@@ -5,28 +5,25 @@
     python benchmarks/gan.py --no-torch --sizes 64,256
 
 GAN: one WGAN-GP iteration of ``jaxinv.training.gan.make_iteration`` (``n_critic`` critic
-steps with gradient penalty, one generator step; Adam 2e-4, betas (0.5, 0.999)), jitted
-as ``train_gan`` runs it, on random images in [0, 1]; images/s = batch * (n_critic + 1)
-per iteration. GMI: ``run_chains`` with the ``jaxinv.attacks.gmi`` kernel (one step =
-``-D(G(z)) + lam * CE(T(G(z)), y)`` and its gradient in z, Nesterov SGD, clip to
-[-1, 1]) on the MNIST CNN (``create("cnn", 10)``, random weights), one chain per target;
-for N > ``--chunk`` also with ``chunk``. The PyTorch side is the same networks (jaxinv's
-weights copied in; forward outputs checked against jaxinv's) and the same step, eager,
-batched: the GAN iteration with ``torch.autograd.grad(create_graph=True)`` for the
-penalty, GMI on all N latents at once (the loss summed over chains, so per-chain
-gradients are independent). Warm-up (compilation, first calls) is excluded; figures are
-the median of ``--repeats`` timed runs (min-max in brackets); ratio = jaxinv / PyTorch
-(> 1: jaxinv faster). The machine is shared and noisy: compare the ratios, measured in
-the same run.
-
-Threads: PyTorch runs each row at the faster of its default thread count and 1 (probed
-once per row, printed; ``--torch-threads`` overrides): its OpenMP threads spin-wait, so
-on an oversubscribed machine 1 thread can be 5-10x faster. XLA's thread pool is fixed
-when JAX starts; for single-threaded JAX figures run with
-``XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"``.
-
-Appends a "generator training" record (the GAN iteration) and a "GAN-latent step" record
-(GMI: jaxinv's fastest row against PyTorch's fastest N) to ``--jsonl`` for
+steps with gradient penalty, one generator step; Adam 2e-4, betas (0.5, 0.999)), run as
+``train_gan`` runs it (one compiled call per step), on random images in [0, 1]; images/s =
+batch * (n_critic + 1) per iteration. GMI: ``run_chains`` with the ``jaxinv.attacks.gmi``
+kernel (one step = ``-D(G(z)) + lam * CE(T(G(z)), y)`` and its gradient in z, Nesterov SGD,
+clip to [-1, 1]) on the MNIST CNN (``create("cnn", 10)``, random weights), one chain per
+target; for N > ``--chunk`` also with ``chunk``. The PyTorch side is the same networks
+(jaxinv's weights copied in; forward outputs checked against jaxinv's) and the same step,
+eager, batched: the GAN iteration with ``torch.autograd.grad(create_graph=True)`` for the
+penalty, GMI on all N latents at once (the loss summed over chains, so per-chain gradients
+are independent). Warm-up (compilation, first calls) is excluded; figures are the median of
+``--repeats`` timed runs (min-max in brackets); ratio = jaxinv / PyTorch (> 1: jaxinv
+faster). The machine is shared and noisy: compare the ratios, measured in the same run.
+Threads: PyTorch runs each row at the faster of its default thread count and 1 (probed once
+per row, printed; ``--torch-threads`` overrides): its OpenMP threads spin-wait, so on an
+oversubscribed machine 1 thread can be 5-10x faster. XLA's thread pool is fixed when JAX
+starts; for single-threaded JAX figures run with
+``XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"``. Appends a
+"generator training" record (the GAN iteration) and a "GAN-latent step" record (GMI:
+jaxinv's fastest row against PyTorch's fastest N) to ``--jsonl`` for
 ``benchmarks/table.py``.
 """
 
@@ -92,7 +89,7 @@ def jax_gan(cfg: dict, gan, x: np.ndarray, repeats: int) -> tuple[tuple, float]:
     it, tx = make_iteration(gan.generator, gan.critic, batch_size=cfg["batch"],
                             n_critic=cfg["n_critic"], gp=cfg["gp"], lr=cfg["lr"],
                             b1=cfg["b1"], b2=cfg["b2"], z_dim=cfg["z_dim"])
-    step = jax.jit(it)  # as train_gan runs it: one compiled call per iteration
+    step = it  # as train_gan runs it: one compiled call per critic or generator step
     g, d = init_state(gan.variables["G"], tx), init_state(gan.variables["D"], tx)
     xd, key = jax.device_put(x), jax.random.key(0)
     tic = time.perf_counter()

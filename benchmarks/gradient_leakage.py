@@ -114,7 +114,9 @@ def jax_kernel(f, shape: tuple[int, ...], k: int, args: argparse.Namespace):
 def jax_run(kernel, targets: Victim, variables, args: argparse.Namespace):
     """One run of every victim (one chain each) through ``run_chains``."""
     return run_chains(kernel, targets, variables, chains=1, steps=args.steps, seed=args.seed,
-                      progress=False)
+                      progress=False, unroll=args.unroll, compile_options=(
+                          None if args.opt_level is None else
+                          {"xla_backend_optimization_level": args.opt_level}))
 
 
 class LaxLeNet(nn.Module):
@@ -399,6 +401,11 @@ def main() -> None:
                    help="the first this many victims for PyTorch (default: all)")
     p.add_argument("--steps", type=int, default=100, help="attack iterations")
     p.add_argument("--repeats", type=int, default=3, help="timed runs of each, alternating")
+    p.add_argument("--unroll", type=int, default=None,
+                   help="steps per compiled call (run_chains' unroll; default by backend)")
+    p.add_argument("--opt-level", type=int, default=None, choices=range(4),
+                   help="xla_backend_optimization_level of the step (run_chains' "
+                        "compile_options; default XLA's)")
     p.add_argument("--tv", type=float, default=1e-4, help="ig: TV weight")
     p.add_argument("--lr", type=float, default=0.1, help="ig: Adam step")
     p.add_argument("--seed", type=int, default=0, help="victim draw and dummy images")
@@ -517,6 +524,7 @@ def main() -> None:
               "steps": args.steps, "batch": 1, "seed": args.seed, "model_seed": args.model_seed,
               "tv": args.tv if args.attack == "ig" else None,
               "lr": args.lr if args.attack == "ig" else 1.0, "cpu_count": os.cpu_count(),
+              "unroll": args.unroll, "opt_level": args.opt_level,
               "versions": {"jax": v["jax"], "jaxlib": v["jaxlib"], "torch": tver,
                            "breaching": bver}}
 
@@ -596,6 +604,8 @@ def main() -> None:
         rt_ = med([m["rate"] for m in tr]) if nt else None
         work = (f"{args.attack}, {args.steps} iterations, {args.victims} {args.dataset} victims "
                 f"(batch 1), DLG LeNet; jaxinv run_chains"
+                + (f" unroll {args.unroll}" if args.unroll else "")
+                + (f" LLVM O{args.opt_level}" if args.opt_level is not None else "")
                 + (f" vs {impl} on the first {nt}, {thr} thread{'s' * (thr > 1)}" if nt else ""))
         emit(out, family_record(
             "gradient matching", work, "victims/s", rj[0], rt_[0] if rt_ else None,

@@ -53,6 +53,27 @@ def test_microbatches_give_the_same_clipped_sum(microbatch):
     assert int(n_whole) == int(n_parts) > 0
 
 
+@pytest.mark.parametrize("microbatch", [1, None])
+def test_patch_weight_grads_give_the_same_clipped_sum(microbatch):
+    from jaxinv.models import create, init_variables
+    from jaxinv.training.step import classifier_loss
+    module = create("cnn", 3)
+    params = init_variables(module, (16, 16, 1), 0)["params"]  # both convs: lax path
+    loss = classifier_loss(module)
+    per_ex = lambda p, ex: loss(p, {}, (ex[0][None], ex[1][None]), jax.random.key(0))[0][0]
+    x = jax.random.normal(jax.random.key(1), (6, 16, 16, 1))
+    batch, kw = (x, jnp.arange(6) % 3), dict(clip=0.05, noise_multiplier=0.0,
+                                             expected_batch=6.0, microbatch=microbatch)
+    ref, n_ref = DP.private_grad(per_ex, params, batch, jnp.ones(6), jax.random.key(0),
+                                 patch_grads=False, **kw)
+    got, n_got = DP.private_grad(per_ex, params, batch, jnp.ones(6), jax.random.key(0),
+                                 patch_grads=True, **kw)
+    for a, b in zip(jax.tree.leaves(ref), jax.tree.leaves(got), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
+    assert int(n_ref) == int(n_got) > 0
+    assert float(jnp.abs(ref["Conv_1"]["kernel"]).max()) > 0  # the conv gradients compared
+
+
 def test_microbatch_setting_is_checked_and_auto_splits_only_big_gradients():
     sigma = {"noise_multiplier": 1.0}  # no calibration needed here
     assert DP.setting(sigma, 1000, 50, 1)[0].microbatch == "auto"

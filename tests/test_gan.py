@@ -32,6 +32,9 @@ def test_iteration_is_pure_and_trains_both_networks(public):
     b = f(g, d, jnp.asarray(public), jax.random.key(1))
     for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
         np.testing.assert_array_equal(u, v)  # same inputs, same outputs
+    stepwise = it(g, d, jnp.asarray(public), jax.random.key(1))  # a call per step
+    for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(stepwise), strict=True):
+        np.testing.assert_allclose(u, v, rtol=1e-4, atol=1e-6)
     g2, d2, m = a
     assert int(g2.step) == 1 and int(d2.step) == 3
     moved = lambda s0, s1: any(not np.allclose(p, q) for p, q in

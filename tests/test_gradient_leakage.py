@@ -510,11 +510,14 @@ def test_prune_defense_lowers_recovery(idlg_run, tmp_path):
 
 CONV_CASES = [((2, 9, 9, 3), (5, 5, 3, 4), 1, (2, 2)),
               ((1, 8, 8, 1), (5, 5, 1, 12), 2, (2, 2)),  # DLG's LeNet's first layer
-              ((2, 7, 6, 2), (3, 5, 2, 3), 2, (0, 2))]
+              ((2, 7, 6, 2), (3, 5, 2, 3), 2, (0, 2)),
+              ((2, 28, 28, 1), (5, 5, 1, 4), 2, "SAME"),  # the WGAN-GP critic's layers
+              ((2, 7, 6, 2), (4, 3, 2, 3), 2, "SAME")]
 
 
 def lax_conv(x, k, stride, padding):
-    return jax.lax.conv_general_dilated(x, k, (stride, stride), [(p, p) for p in padding],
+    pads = padding if padding == "SAME" else [(p, p) for p in padding]
+    return jax.lax.conv_general_dilated(x, k, (stride, stride), pads,
                                         dimension_numbers=("NHWC", "HWIO", "NHWC"),
                                         precision=jax.lax.Precision.HIGHEST)
 

@@ -64,8 +64,14 @@ CONVS = [((2, 4, 4, 8), (5, 5), True), ((2, 2, 3, 4), (3, 3), False),
          ((2, 9, 7, 6), (3, 3), True), ((2, 10, 8, 5), (4, 2), False)]
 
 
+@pytest.mark.parametrize("patch", [False, True], ids=["xla-wgrad", "patch-wgrad"])
 @pytest.mark.parametrize("shape,ks,second", CONVS)
-def test_conv2d_same_matches_lax(shape, ks, second):
+def test_conv2d_same_matches_lax(shape, ks, second, patch):
+    with layers.patch_weight_grads(patch):  # weight gradients as XLA's or as im2col matmuls
+        _conv_matches_lax(shape, ks, second)
+
+
+def _conv_matches_lax(shape, ks, second):
     x = jax.random.normal(jax.random.key(0), shape)
     k = jax.random.normal(jax.random.key(1), (*ks, shape[-1], 5))
     ref = lambda x, k: lax.conv_general_dilated(x, k, (1, 1), "SAME",

@@ -56,6 +56,15 @@ def test_best_iterate_is_argmin_of_history():
     assert np.mean(res.best_loss < res.info.loss[0]) > 0.9
 
 
+def test_compile_options_reach_the_step_and_keep_its_results():
+    ref = run(mesh=make_mesh(jax.devices()[:1]))
+    o1 = run(mesh=make_mesh(jax.devices()[:1]),
+             compile_options={"xla_backend_optimization_level": 1})
+    np.testing.assert_allclose(o1.best_x, ref.best_x, rtol=1e-4, atol=1e-5)
+    with pytest.raises(Exception, match="no_such_option"):  # XLA checks the names
+        run(mesh=make_mesh(jax.devices()[:1]), compile_options={"no_such_option": 1})
+
+
 def test_seed_changes_and_determinism():
     a, b, c = run(seed=0), run(seed=0), run(seed=1)
     np.testing.assert_array_equal(a.best_x, b.best_x)

@@ -24,6 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxinv.models.layers import patch_weight_grads
+
 ACCOUNTANTS = ("pld", "rdp")
 
 
@@ -158,15 +160,17 @@ def poisson_batch(key: jax.Array, n: int, sampling_rate: float, slots: int
 
 def private_grad(per_example_loss: Callable, params: Any, batch: Any, weights: jax.Array,
                  key: jax.Array, *, clip: float, noise_multiplier: float,
-                 expected_batch: float, microbatch: int | str | None = None
-                 ) -> tuple[Any, jax.Array]:
+                 expected_batch: float, microbatch: int | str | None = None,
+                 patch_grads: bool | None = None) -> tuple[Any, jax.Array]:
     """``(sum_i w_i clip(g_i) + N(0, (sigma C)^2 I)) / expected_batch`` and the number of
     clipped examples; ``per_example_loss(params, example) -> scalar``, ``w_i`` 0 (padding)
     or 1. ``microbatch``: per-example gradients of that many examples at a time, summed by a
     ``scan`` (``None``: the whole batch in one ``vmap``; ``"auto"``: :func:`auto_microbatch`).
     Dense per-example gradients of a whole batch leave the CPU's caches: on this 2-core CPU
     a 784-256-5 MLP at batch 300 ran 19x faster with ``microbatch=1``; on accelerators the
-    full ``vmap`` is the usual choice.
+    full ``vmap`` is the usual choice. ``patch_grads``: convolution weight gradients as
+    im2col + matmul (:func:`~jaxinv.models.layers.patch_weight_grads`; ``None``: on CPU,
+    where the MNIST CNN at batch 256 ran 10x faster with it, 1684 vs 162 examples/s).
 
     Example:
         >>> loss = lambda p, ex: jnp.sum((p["w"] * ex[0] - ex[1]) ** 2)
@@ -180,26 +184,32 @@ def private_grad(per_example_loss: Callable, params: Any, batch: Any, weights: j
     leaves, tree = jax.tree.flatten(params)
     if microbatch == "auto":
         microbatch = auto_microbatch(sum(a.size for a in leaves), len(weights))
-    if microbatch is None:
-        summed, clipped = _clipped_sum(per_example_loss, params, batch, weights, clip)
-    else:
-        n = len(weights)
-        pad = -n % microbatch
-        grow = lambda a: jnp.concatenate([a, jnp.zeros((pad, *a.shape[1:]), a.dtype)])
-        split = lambda a: grow(a).reshape(-1, microbatch, *a.shape[1:])
-        chunks = jax.tree.map(split, (batch, weights))
-
-        def body(acc, chunk):
-            s, c = _clipped_sum(per_example_loss, params, *chunk, clip)
-            return (jax.tree.map(jnp.add, acc[0], s), acc[1] + c), None
-
-        zero = (jax.tree.map(jnp.zeros_like, params), jnp.zeros((), jnp.int32))
-        (summed, clipped), _ = jax.lax.scan(body, zero, chunks)
+    if patch_grads is None:
+        patch_grads = jax.default_backend() == "cpu"
+    with patch_weight_grads(patch_grads):  # read while the gradients are traced
+        summed, clipped = _summed(per_example_loss, params, batch, weights, clip, microbatch)
     leaves = jax.tree.leaves(summed)
     keys = jax.random.split(key, len(leaves))
     noisy = [(s + noise_multiplier * clip * jax.random.normal(k, s.shape, s.dtype))
              / expected_batch for s, k in zip(leaves, keys, strict=True)]
     return jax.tree.unflatten(tree, noisy), clipped
+
+
+def _summed(per_example_loss: Callable, params: Any, batch: Any, weights: jax.Array,
+            clip: float, microbatch: int | None) -> tuple[Any, jax.Array]:
+    """:func:`_clipped_sum` over the whole batch, or over microbatches summed by a scan."""
+    if microbatch is None:
+        return _clipped_sum(per_example_loss, params, batch, weights, clip)
+    pad = -len(weights) % microbatch
+    grow = lambda a: jnp.concatenate([a, jnp.zeros((pad, *a.shape[1:]), a.dtype)])
+    split = lambda a: grow(a).reshape(-1, microbatch, *a.shape[1:])
+
+    def body(acc, chunk):
+        s, c = _clipped_sum(per_example_loss, params, *chunk, clip)
+        return (jax.tree.map(jnp.add, acc[0], s), acc[1] + c), None
+
+    zero = (jax.tree.map(jnp.zeros_like, params), jnp.zeros((), jnp.int32))
+    return jax.lax.scan(body, zero, jax.tree.map(split, (batch, weights)))[0]
 
 
 def _clipped_sum(per_example_loss: Callable, params: Any, batch: Any, weights: jax.Array,

@@ -98,16 +98,18 @@ def generator_loss(generator: Generator, critic: Critic):
 
 def make_iteration(generator: Generator, critic: Critic, *, batch_size: int, n_critic: int,
                    gp: float, lr: float, b1: float, b2: float, z_dim: int):
-    """The pure GAN iteration ``(g_state, d_state, x_public, key) -> (g_state, d_state,
+    """The GAN iteration ``(g_state, d_state, x_public, key) -> (g_state, d_state,
     metrics)``: ``n_critic`` critic steps on random real batches, one generator step.
-    Not jitted. Returns ``(iteration, tx)``.
+    Each step is its own compiled call, dispatched without a host sync: one program for
+    the whole iteration ran 1.17x slower on XLA:CPU (227 vs 195 ms, batch 64, 28x28).
+    ``jax.jit(iteration)`` still works (one program). Returns ``(iteration, tx)``.
 
     Example:
         >>> gan = random_gan((8, 8, 1), width=4)
         >>> it, tx = make_iteration(gan.generator, gan.critic, batch_size=4, n_critic=2,
         ...                         gp=10.0, lr=2e-4, b1=0.5, b2=0.999, z_dim=100)
         >>> g, d = init_state(gan.variables["G"], tx), init_state(gan.variables["D"], tx)
-        >>> g, d, m = jax.jit(it)(g, d, jnp.zeros((16, 8, 8, 1)), jax.random.key(0))
+        >>> g, d, m = it(g, d, jnp.zeros((16, 8, 8, 1)), jax.random.key(0))
         >>> int(g.step), int(d.step)
         (1, 2)
     """
@@ -116,15 +118,23 @@ def make_iteration(generator: Generator, critic: Critic, *, batch_size: int, n_c
     g_step = make_step(generator_loss(generator, critic), tx)
     ones = jnp.ones(batch_size)
 
+    @jax.jit
+    def critic_step(d_state, g_vars, x_public, key):
+        k_idx, k_z, k_mix = jax.random.split(key, 3)
+        idx = jax.random.randint(k_idx, (batch_size,), 0, x_public.shape[0])
+        z = jax.random.normal(k_z, (batch_size, z_dim))
+        return d_step(d_state, (x_public[idx], z, g_vars), ones, k_mix)
+
+    @jax.jit
+    def generator_step(g_state, d_vars, key):
+        z = jax.random.normal(jax.random.fold_in(key, n_critic), (batch_size, z_dim))
+        return g_step(g_state, (z, d_vars), ones, key)
+
     def iteration(g_state, d_state, x_public, key):
         g_vars = variables_of(g_state)
-        for i in range(n_critic):  # unrolled: a handful of steps, one compiled call
-            k_idx, k_z, k_mix = jax.random.split(jax.random.fold_in(key, i), 3)
-            idx = jax.random.randint(k_idx, (batch_size,), 0, x_public.shape[0])
-            z = jax.random.normal(k_z, (batch_size, z_dim))
-            d_state, dm = d_step(d_state, (x_public[idx], z, g_vars), ones, k_mix)
-        z = jax.random.normal(jax.random.fold_in(key, n_critic), (batch_size, z_dim))
-        g_state, gm = g_step(g_state, (z, variables_of(d_state)), ones, key)
+        for i in range(n_critic):
+            d_state, dm = critic_step(d_state, g_vars, x_public, jax.random.fold_in(key, i))
+        g_state, gm = generator_step(g_state, variables_of(d_state), key)
         return g_state, d_state, {"d_loss": dm["loss"], "wasserstein": dm["wasserstein"],
                                   "gp": dm["gp"], "g_loss": gm["loss"]}
 
@@ -175,7 +185,7 @@ def train_gan(x_public: np.ndarray, workdir: str | Path, *, steps: int = 10_000,
     workdir = Path(workdir).absolute()
     mngr, ckpt = _open(workdir, config, ckpt, "GAN" if progress else None, keys=CONFIG_KEYS)
     g, d, start = ckpt["g"], ckpt["d"], int(ckpt["step"])
-    g, d, last = _loop(jax.jit(iteration), g, d, x, start, steps, seed, mngr, workdir,
+    g, d, last = _loop(iteration, g, d, x, start, steps, seed, mngr, workdir,
                        gan0, checkpoint_every, grid_every, progress)
     gan = gan0._replace(variables={"G": variables_of(g), "D": variables_of(d)})
     return _save(workdir, gan, {**config, **(meta or {}), "steps": max(steps, start),
