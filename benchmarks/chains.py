@@ -3,23 +3,25 @@
     python benchmarks/chains.py                 # N = 1, 64, 1024, 4096
     python benchmarks/chains.py --torch --pooling   # the README's figures
 
-Prints, per N: chain-steps/s through ``run_chains``, achieved GFLOP/s (XLA cost
-analysis of one step) and its ratio to this machine's measured fp32 matmul
-throughput, and compile time; for N > 32 also with ``chunk=32`` (chains vmapped
-32 at a time per device: cache-sized batches run faster on CPU). ``--torch`` times
-the same network and step in batched PyTorch (if installed) at batch 64, 256 and N;
+Prints, per N: chain-steps/s through ``run_chains`` (steps only, compilation excluded;
+median of ``--repeats`` repeats alternating with the PyTorch ones), achieved GFLOP/s (XLA
+cost analysis of one step) and its ratio to this machine's measured fp32 matmul
+throughput, and compile time (the first call; step counts are multiples of the CPU unroll,
+so one call length compiles); for N > 32 also with ``chunk=32`` (chains vmapped 32 at a
+time per device: cache-sized batches run faster on CPU). ``--torch`` times the same
+network and step in batched PyTorch (if installed) at batch 64, 256 and N;
 ``--pooling`` times a flax ``nn.Conv`` network with ``nn.max_pool`` and with a
-reshape-max instead of jaxinv's layers (same N and chunk). Appends one "white-box pixel
-step" record (jaxinv's fastest row against PyTorch's fastest batch) to ``--jsonl``
-(``benchmarks/table.py`` reads it).
+reshape-max instead of jaxinv's layers (same N and chunk; diagnostic, not in the record).
+Appends one "white-box pixel step" record (jaxinv's fastest row against PyTorch's fastest
+batch) to ``--jsonl`` (``benchmarks/table.py`` reads it).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
-import time
 from pathlib import Path
 
 import jax
@@ -33,15 +35,18 @@ from jaxinv.models import create, init_variables
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import (
+    alternate,
     cpu_name,
     default_jsonl,
     emit,
     family_record,
+    load_text,
     matmul_gflops,
     torch_mnist_cnn,
 )
 
 SHAPE = (28, 28, 1)
+UNROLL = 8  # run_chains' steps per compiled call on XLA:CPU: step counts are multiples
 
 
 def step_flops(attack, env, n: int) -> float:
@@ -59,7 +64,7 @@ def bench_driver(attack, env, n: int, steps: int, chunk: int | None = None) -> d
                      chunk=chunk, progress=False)
     t = res.timing
     return {"chain_steps_per_s": n * res.steps_run / t["run_s"], "compile_s": t["compile_s"],
-            "run_s": t["run_s"]}
+            "run_s": t["run_s"], "units_s": (n * res.steps_run, t["run_s"])}
 
 
 def pooled_cnn(pool):
@@ -76,14 +81,15 @@ def pooled_cnn(pool):
     return CNN()
 
 
-def torch_rate(n: int, steps: int) -> float | None:
+def torch_step_fn(n: int):
+    """Batched PyTorch MI-Face on ``n`` images: ``go(steps) -> chain-steps`` (None: no torch)."""
     try:
         import torch
     except ImportError:
         return None
     torch.manual_seed(0)
     net = torch_mnist_cnn(torch)
-    x = torch.rand(n, 1, 28, 28)
+    state = {"x": torch.rand(n, 1, 28, 28)}
     y = torch.arange(n) % 10
 
     def step(x):
@@ -92,11 +98,12 @@ def torch_rate(n: int, steps: int) -> float | None:
         (g,) = torch.autograd.grad(loss, x)
         return (x - 0.1 * g).clamp(0, 1).detach()
 
-    x = step(x)
-    tic = time.perf_counter()
-    for _ in range(steps):
-        x = step(x)
-    return n * steps / (time.perf_counter() - tic)
+    def go(steps: int) -> int:
+        for _ in range(steps):
+            state["x"] = step(state["x"])
+        return n * steps
+
+    return go
 
 
 def main() -> None:
@@ -106,12 +113,14 @@ def main() -> None:
     p.add_argument("--pooling", action="store_true", help="also time other pooling layers")
     p.add_argument("--chunk", type=int, default=32,
                    help="also time N > chunk with run_chains(chunk=...) (0: skip)")
+    p.add_argument("--repeats", type=int, default=3, help="alternating timed repeats")
     p.add_argument("--jsonl", default=default_jsonl(__file__),
                    help="append the 'white-box pixel step' record here ('' : none)")
     args = p.parse_args()
 
     v = versions()
-    print(f"machine: {cpu_name()}, {os.cpu_count()} cores, {jax.devices()}")
+    print(f"machine: {cpu_name()}, {os.cpu_count()} cores, {jax.devices()}, load "
+          f"{load_text()}")
     print(f"versions: jax {v['jax']}, jaxlib {v['jaxlib']}, flax {v['flax']}, "
           f"python {v['python']}, XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
     peak = matmul_gflops()
@@ -124,19 +133,34 @@ def main() -> None:
                      init="random", lr=0.1, tv=0.0)  # the step the PyTorch reference runs
     print(f"{'N':>6} {'chunk':>6} {'steps':>6} {'chain-steps/s':>14} {'GFLOP/s':>8} "
           f"{'of matmul':>9} {'compile s':>9}")
-    rows = []
+    configs, flops = [], {}
     for n in args.chains:
-        steps = max(24, min(400, int(80000 / n)))
-        flops = step_flops(attack, env, min(n, 256)) / min(n, 256)  # per chain-step
-        for chunk in (None, args.chunk) if 0 < args.chunk < n else (None,):
-            r = bench_driver(attack, env, n, steps, chunk)
-            gf = flops * r["chain_steps_per_s"] / 1e9
-            rows.append({"n": n, "chunk": chunk, "steps": steps, **r})
-            print(f"{n:>6} {chunk or '-':>6} {steps:>6} {r['chain_steps_per_s']:>14.0f} "
-                  f"{gf:>8.1f} {gf / peak:>9.1%} {r['compile_s']:>9.1f}")
-    n = min(max(args.chains), 1024)  # nn.max_pool at 4096 chains needs > 24 GiB
-    if args.pooling:
-        import flax.linen as nn
+        steps = UNROLL * max(3, min(50, 10000 // n))  # whole calls of the CPU unroll
+        flops[n] = step_flops(attack, env, min(n, 256)) / min(n, 256)  # per chain-step
+        configs += [(n, chunk, steps) for chunk in
+                    ((None, args.chunk) if 0 < args.chunk < n else (None,))]
+    compile_s = {c: bench_driver(attack, env, c[0], c[2], c[1])["compile_s"] for c in configs}
+    sides = {c: (lambda c=c: bench_driver(attack, env, c[0], c[2], c[1])["units_s"])
+             for c in configs}
+    n = min(max(args.chains), 1024)
+    torch_go = {tn: torch_step_fn(tn) for tn in sorted({64, 256, n})} if args.torch else {}
+    if args.torch and None in torch_go.values():
+        print("torch not installed (pip install torch): no PyTorch reference")
+        torch_go = {}
+    for tn, go in torch_go.items():
+        go(2)  # warm-up
+        sides[f"torch {tn}"] = lambda tn=tn, go=go: go(max(8, 8192 // tn))
+    rates = alternate(sides, args.repeats)
+    rows = []
+    for c in configs:
+        (n_, chunk, steps), r = c, statistics.median(rates[c])
+        gf = flops[n_] * r / 1e9
+        rows.append({"n": n_, "chunk": chunk, "steps": steps, "chain_steps_per_s": r,
+                     "repeats": rates[c], "compile_s": compile_s[c]})
+        print(f"{n_:>6} {chunk or '-':>6} {steps:>6} {r:>14.0f} {gf:>8.1f} {gf / peak:>9.1%} "
+              f"{compile_s[c]:>9.1f}")
+    if args.pooling:  # diagnostic: flax's pooling in the same network (nn.max_pool at
+        import flax.linen as nn  # 4096 chains needs > 24 GiB, hence n <= 1024)
 
         pools = {"nn.max_pool": lambda x: nn.max_pool(x, (2, 2), (2, 2)),
                  "reshape-max": lambda x: x.reshape(x.shape[0], x.shape[1] // 2, 2,
@@ -149,17 +173,16 @@ def main() -> None:
             print(f"flax nn.Conv + {name}: {r['chain_steps_per_s']:.0f} chain-steps/s at N={n}, "
                   f"chunk {args.chunk or '-'}")
     torch_rows = []
-    if args.torch:
-        for tn in sorted({64, 256, n}):
-            rate = torch_rate(tn, max(8, 8192 // tn))
-            if rate is None:
-                print("torch not installed (pip install torch): no PyTorch reference")
-                break
-            import torch
-            torch_rows.append({"batch": tn, "chain_steps_per_s": rate,
+    if torch_go:
+        import torch
+        for tn in torch_go:
+            r = statistics.median(rates[f"torch {tn}"])
+            torch_rows.append({"batch": tn, "chain_steps_per_s": r,
+                               "repeats": rates[f"torch {tn}"],
                                "threads": torch.get_num_threads()})
-            print(f"PyTorch {torch.__version__} batched, same net/step, batch {tn}: {rate:.0f} "
+            print(f"PyTorch {torch.__version__} batched, same net/step, batch {tn}: {r:.0f} "
                   f"chain-steps/s ({torch.get_num_threads()} threads)")
+    print(f"medians of {args.repeats} alternating repeats; load at the end {load_text()}")
     if args.jsonl and rows:
         best = max(rows, key=lambda r: r["chain_steps_per_s"])
         ref = max(torch_rows, key=lambda r: r["chain_steps_per_s"], default=None)
@@ -169,7 +192,8 @@ def main() -> None:
                    f"{','.join(str(r['batch']) for r in torch_rows)}" if ref else ""))
         emit(args.jsonl, family_record(
             "white-box pixel step", work, "chain-steps/s", best["chain_steps_per_s"],
-            ref["chain_steps_per_s"] if ref else None, 1, compile_s=best["compile_s"],
+            ref["chain_steps_per_s"] if ref else None, args.repeats,
+            compile_s=best["compile_s"],
             matmul_gflops=peak, rows=rows, torch_rows=torch_rows))
         print(f"appended to {args.jsonl}")
 

@@ -105,3 +105,16 @@ def test_nan_is_never_written(tmp_path):
     out = common.emit(tmp_path / "n.jsonl", {"jaxinv": math.nan, "torch": -math.inf})
     assert out["jaxinv"] is None and out["torch"] is None
     assert "NaN" not in (tmp_path / "n.jsonl").read_text()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc mallinfo2")
+def test_memory_benchmark_measures_chunked_runs(tmp_path):
+    import subprocess
+    out = tmp_path / "m.jsonl"
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "memory.py"
+    subprocess.run([sys.executable, str(script), "--chains", "64", "--chunk", "8",
+                    "--no-torch", "--jsonl", str(out)], check=True, capture_output=True)
+    (row,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert row["n"] == 64 and row["torch_mib_per_chain"] is None
+    # a chain's state and results alone are > 3 KiB (28x28 floats); chunk bounds the rest
+    assert 0.003 < row["jaxinv_chunk_mib_per_chain"] < row["jaxinv_mib_per_chain"]
