@@ -45,7 +45,8 @@ breaching's import: ``import breaching`` needs torchvision (``breaching.cases`` 
 ``breaching.utils`` import it at the top) and PyPI's torchvision wheels link CUDA torch
 libraries that the CPU build of torch lacks. The benchmark then loads the ``breaching.attacks``
 subpackage alone (stub parent packages, breaching's code unchanged; its configs via hydra).
-Install with ``pip install --no-deps breaching==0.1.2 hydra-core`` (a plain ``pip install
+Install with ``pip install --no-deps breaching==0.1.2 && pip install hydra-core`` (a plain ``pip
+install
 breaching`` replaces the CPU torch by a CUDA build; lpips is imported lazily by breaching's
 analysis, unused here). If breaching cannot run, a hand-written PyTorch reference of the same
 algorithms is used instead (printed, with the reason).
@@ -98,7 +99,7 @@ sys.path.insert(0, str(Path(__file__).parent))  # as a script or as benchmarks.g
 from common import cpu_name, default_jsonl, emit, family_record
 from common import load_text as _load
 
-BREACHING_INSTALL = "pip install --no-deps breaching==0.1.2 hydra-core"
+BREACHING_INSTALL = "pip install --no-deps breaching==0.1.2 && pip install hydra-core"
 
 
 # --------------------------------------------------------------------------- jaxinv
