@@ -141,3 +141,16 @@ def test_train_gan_cli(tmp_path, capsys):
     assert main(["train-gan", "--dataset", "digits", "--public", "colors:1", "--workdir",
                  str(tmp_path / "h"), "--steps", "1"]) == 2
     assert "unknown split" in capsys.readouterr().err
+
+
+def test_critic_im2col_on_cpu_equals_nn_conv_elsewhere(monkeypatch):
+    import jaxinv.models.gan as gan_module
+    x = jax.random.uniform(jax.random.key(0), (4, 28, 28, 1))
+    critic = gan_module.Critic(width=8)
+    v = critic.init(jax.random.key(1), x)
+    on_cpu = critic.apply(v, x)
+    monkeypatch.setattr(gan_module.jax, "default_backend", lambda: "gpu")
+    v_other = critic.init(jax.random.key(1), x)  # nn.Conv: same names, shapes and init
+    for a, b in zip(jax.tree.leaves(v), jax.tree.leaves(v_other), strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(critic.apply(v, x), on_cpu, rtol=1e-5, atol=1e-6)
