@@ -42,7 +42,7 @@ from common import (
     family_record,
     load_text,
     matmul_gflops,
-    torch_mnist_cnn,
+    torch_mi_face_step,
 )
 
 SHAPE = (28, 28, 1)
@@ -87,16 +87,8 @@ def torch_step_fn(n: int):
         import torch
     except ImportError:
         return None
-    torch.manual_seed(0)
-    net = torch_mnist_cnn(torch)
+    step = torch_mi_face_step(torch, n)
     state = {"x": torch.rand(n, 1, 28, 28)}
-    y = torch.arange(n) % 10
-
-    def step(x):
-        x = x.detach().requires_grad_(True)
-        loss = torch.nn.functional.cross_entropy(net(x), y, reduction="sum")
-        (g,) = torch.autograd.grad(loss, x)
-        return (x - 0.1 * g).clamp(0, 1).detach()
 
     def go(steps: int) -> int:
         for _ in range(steps):

@@ -167,3 +167,19 @@ def torch_mnist_cnn(torch: Any) -> Any:
     for p in net.parameters():
         p.requires_grad_(False)
     return net
+
+
+def torch_mi_face_step(torch: Any, n: int) -> Callable[[Any], Any]:
+    """The white-box reference step, batched: ``x [n, 1, 28, 28] -> x'`` (MI-Face,
+    ``-log p_y`` summed, lr 0.1, clip to [0, 1]) on :func:`torch_mnist_cnn` (seed 0)."""
+    torch.manual_seed(0)
+    net = torch_mnist_cnn(torch)
+    y = torch.arange(n) % 10
+
+    def step(x):
+        x = x.detach().requires_grad_(True)
+        loss = torch.nn.functional.cross_entropy(net(x), y, reduction="sum")
+        (g,) = torch.autograd.grad(loss, x)
+        return (x - 0.1 * g).clamp(0, 1).detach()
+
+    return step

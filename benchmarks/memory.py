@@ -70,16 +70,9 @@ TORCH = SAMPLER + """
 import json, sys
 import torch
 sys.path.insert(0, sys.argv[2])
-from common import torch_mnist_cnn
+from common import torch_mi_face_step
 n = int(sys.argv[1])
-torch.manual_seed(0)
-net = torch_mnist_cnn(torch)
-y = torch.arange(n) % 10
-def step(x):
-    x = x.detach().requires_grad_(True)
-    loss = torch.nn.functional.cross_entropy(net(x), y, reduction="sum")
-    (g,) = torch.autograd.grad(loss, x)
-    return (x - 0.1 * g).clamp(0, 1).detach()
+step = torch_mi_face_step(torch, n)
 def run(steps=8):
     x = torch.rand(n, 1, 28, 28)
     for _ in range(steps):
