@@ -10,8 +10,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 py=${PYTHON:-python}
-"$py" benchmarks/chains.py --torch             # white-box pixel step
-"$py" benchmarks/gan.py                        # GAN-latent step, generator training
+"$py" benchmarks/chains.py --torch --chunk 16  # white-box pixel step
+"$py" benchmarks/gan.py --chunk 16             # GAN-latent step, generator training
 "$py" benchmarks/blackbox.py                   # zeroth-order queries
 "$py" benchmarks/gradient_leakage.py --unroll 1 --opt-level 1  # gradient matching (MNIST)
 "$py" benchmarks/dpsgd.py                      # DP-SGD per-example gradients (MNIST too)

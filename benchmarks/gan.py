@@ -10,7 +10,9 @@ steps with gradient penalty, one generator step; Adam 2e-4, betas (0.5, 0.999)),
 batch * (n_critic + 1) per iteration. GMI: ``run_chains`` with the ``jaxinv.attacks.gmi``
 kernel (one step = ``-D(G(z)) + lam * CE(T(G(z)), y)`` and its gradient in z, Nesterov SGD,
 clip to [-1, 1]) on the MNIST CNN (``create("cnn", 10)``, random weights), one chain per
-target; for N > ``--chunk`` also with ``chunk``. The PyTorch side is the same networks
+target; for N > ``--chunk`` also with ``chunk``. ``--winograd`` overrides how jaxinv runs
+3x3 convolutions (default: the library's rule, Winograd in ``run_chains``' steps on CPU and
+XLA's convolution in training). The PyTorch side is the same networks
 (jaxinv's weights copied in; forward outputs checked against jaxinv's) and the same step,
 eager, batched: the GAN iteration with ``torch.autograd.grad(create_graph=True)`` for the
 penalty, GMI on all N latents at once (the loss summed over chains, so per-chain gradients
@@ -35,6 +37,7 @@ import os
 import statistics
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import jax
@@ -44,6 +47,7 @@ from jaxinv.core.driver import run_chains
 from jaxinv.evaluation.results import versions
 from jaxinv.models import apply_logits, create, init_variables
 from jaxinv.models.gan import random_gan
+from jaxinv.models.layers import winograd
 from jaxinv.training.gan import make_iteration
 from jaxinv.training.step import init_state
 
@@ -339,10 +343,19 @@ def main() -> None:
     p.add_argument("--torch-threads", default="auto",
                    help="PyTorch thread counts to probe, e.g. 2,1 (auto: default and 1)")
     p.add_argument("--skip-gan", action="store_true", help="GMI only")
+    p.add_argument("--winograd", choices=("default", "auto", "on", "off"), default="default",
+                   help="jaxinv's 3x3 convolutions by Winograd (default: the rule in GMI's "
+                        "chains, off in training; auto: the rule everywhere)")
     p.add_argument("--jsonl", default=default_jsonl(__file__),
                    help="append the 'generator training' and 'GAN-latent step' records here "
                         "('' : none)")
     args = p.parse_args()
+    setting = {"auto": "auto", "on": True, "off": False}.get(args.winograd)
+    with nullcontext() if setting is None else winograd(setting):
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
     cfg = QUICK if args.quick else FULL
     sizes = [int(s) for s in (args.sizes or cfg["sizes"]).split(",") if s.strip()]
 
@@ -363,7 +376,7 @@ def main() -> None:
     print(f"versions: jax {v['jax']}, jaxlib {v['jaxlib']}, flax {v['flax']}, optax "
           f"{v['optax']}, python {v['python']}"
           + (f", torch {torch.__version__}" if torch else "")
-          + f"; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
+          + f"; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; winograd {args.winograd}")
     gan = random_gan(cfg["shape"], cfg["width"], cfg["z_dim"], 0, cfg["critic_width"])
     model = create("cnn", 10, **cfg["target"])
     target_vars = init_variables(model, cfg["shape"])

@@ -71,6 +71,39 @@ def test_conv2d_same_matches_lax(shape, ks, second, patch):
         _conv_matches_lax(shape, ks, second)
 
 
+@pytest.mark.parametrize("patch", [False, True], ids=["xla-wgrad", "patch-wgrad"])
+@pytest.mark.parametrize("shape,ks,second", [((2, 9, 7, 6), (3, 3), True),
+                                             ((2, 6, 6, 3), (3, 3), False),
+                                             ((1, 5, 8, 4), (3, 3), True)])
+def test_winograd_conv_matches_lax(shape, ks, second, patch):
+    with layers.winograd(), layers.patch_weight_grads(patch):
+        _conv_matches_lax(shape, ks, second)
+
+
+def test_winograd_transforms_correlate():
+    d, k = np.random.default_rng(0).normal(size=4), np.array([1.0, -2.0, 0.5])
+    got = layers._WA @ ((layers._WG @ k) * (layers._WB @ d))
+    np.testing.assert_allclose(got, [d[i:i + 3] @ k for i in range(2)], rtol=1e-6)
+
+
+def test_winograd_default_rule():
+    """"auto" on CPU: 3x3 kernels with >= WINOGRAD_MIN channels on small maps only."""
+    def uses_lax(x, k):  # a new function each time: jit's cache does not see the context
+        return "convolution" in jax.jit(lambda *a: layers.conv2d_same(*a)).lower(x, k).as_text()
+
+    x, k = jnp.ones((2, 7, 7, 64)), jnp.ones((3, 3, 64, 64))
+    assert uses_lax(x, k)  # unset: off outside run_chains
+    with pytest.raises(ValueError, match="winograd"), layers.winograd("yes"):
+        pass
+    with layers.winograd("auto"):
+        assert not uses_lax(x, k)
+        assert uses_lax(jnp.ones((2, 7, 7, 8)), jnp.ones((3, 3, 8, 8)))  # thin
+        assert uses_lax(jnp.ones((2, 28, 28, 64)), k)  # large map
+        assert uses_lax(jnp.ones((2, 9, 9, 64)), jnp.ones((5, 5, 64, 64)))  # 3x3 only
+        with layers.winograd(False):
+            assert uses_lax(x, k)
+
+
 def _conv_matches_lax(shape, ks, second):
     x = jax.random.normal(jax.random.key(0), shape)
     k = jax.random.normal(jax.random.key(1), (*ks, shape[-1], 5))

@@ -14,6 +14,7 @@ from toy import linear_apply, linear_env, poison_attack
 
 from jaxinv.attacks import mi_face
 from jaxinv.core.driver import make_mesh, run_chains
+from jaxinv.models.layers import winograd, winograd_setting
 
 ATTACK = mi_face(linear_apply, (8, 8, 1), loss="neg_log_p", init="random", lr=0.5, beta=1000)
 ENV = linear_env()
@@ -63,6 +64,22 @@ def test_compile_options_reach_the_step_and_keep_its_results():
     np.testing.assert_allclose(o1.best_x, ref.best_x, rtol=1e-4, atol=1e-5)
     with pytest.raises(Exception, match="no_such_option"):  # XLA checks the names
         run(mesh=make_mesh(jax.devices()[:1]), compile_options={"no_such_option": 1})
+
+
+def test_steps_trace_with_winograd_auto_unless_set():
+    seen = []
+
+    def step(key, state, target, env):
+        seen.append(winograd_setting(unset=None))  # read at trace time, as conv2d_same does
+        return ATTACK.step(key, state, target, env)
+
+    attack = ATTACK._replace(step=step)
+    run_chains(attack, np.arange(2), ENV, steps=8, progress=False)
+    assert seen and set(seen) == {"auto"}
+    seen.clear()
+    with winograd(False):
+        run_chains(attack, np.arange(2), ENV, steps=8, progress=False)
+    assert seen and set(seen) == {False}  # a new compile: the setting is in the cache key
 
 
 def test_seed_changes_and_determinism():

@@ -32,6 +32,7 @@ from jax.sharding import PartitionSpec as P
 from jaxinv.core import chains as C
 from jaxinv.core.checkpoint import RunCheckpoint
 from jaxinv.core.protocol import Attack, PyTree
+from jaxinv.models.layers import winograd, winograd_setting
 
 AXIS = "chains"
 _COMPILED: dict[Any, Any] = {}
@@ -295,7 +296,7 @@ def _cache(attack, plan, targets, env, sweep, unrolled, options) -> dict:
     """This (kernel, shapes, mesh, options)'s compiled functions, kept across calls."""
     key = (id(attack), _sig(targets), _sig(env), _sig(sweep), plan.layout, plan.chunk,
            plan.unroll, unrolled, tuple(plan.mesh.devices.flat),
-           tuple(sorted((options or {}).items())))
+           tuple(sorted((options or {}).items())), winograd_setting())
     if key not in _COMPILED or _COMPILED[key][0] is not attack:
         _COMPILED[key] = (attack, {})  # holding `attack` keeps its id unique
     while len(_COMPILED) > 64:
@@ -348,8 +349,10 @@ class _Run:
     def call(self, length: int, carry, t0: int):
         if length not in self.compiled:
             c0 = time.perf_counter()
-            self.compiled[length] = self.plan.call_fn(length, self.unrolled).lower(
-                *self.args, carry, self.env, jnp.int32(t0)).compile(self.options)
+            with winograd(winograd_setting()):  # unset: "auto" in the chains' steps
+                lowered = self.plan.call_fn(length, self.unrolled).lower(
+                    *self.args, carry, self.env, jnp.int32(t0))
+            self.compiled[length] = lowered.compile(self.options)
             self.compile_s += time.perf_counter() - c0
         return self.compiled[length](*self.args, carry, self.env, jnp.int32(t0))
 
