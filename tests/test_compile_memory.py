@@ -62,5 +62,7 @@ def test_a_second_process_reuses_the_compiled_steps(tmp_path):
                                       capture_output=True, text=True).stdout.splitlines()[-1])
             for _ in range(2)]
     assert runs[0]["hits"] == 0 and runs[0]["misses"] >= 1  # a fresh cache: compiled here
-    assert runs[1]["hits"] >= 1 and runs[1]["misses"] < runs[0]["misses"]
+    # all the first process stored (programs that took >= 0.5 s to compile) is read back; a
+    # program that compiled faster there and slower here (load) may still count a miss
+    assert runs[1]["hits"] >= max(1, runs[0]["misses"])
     assert runs[1]["compile_s"] < runs[0]["compile_s"]  # the step came from the cache
