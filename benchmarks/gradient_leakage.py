@@ -45,11 +45,10 @@ breaching's import: ``import breaching`` needs torchvision (``breaching.cases`` 
 ``breaching.utils`` import it at the top) and PyPI's torchvision wheels link CUDA torch
 libraries that the CPU build of torch lacks. The benchmark then loads the ``breaching.attacks``
 subpackage alone (stub parent packages, breaching's code unchanged; its configs via hydra).
-Install with ``pip install --no-deps breaching==0.1.2 && pip install hydra-core`` (a plain ``pip
-install
-breaching`` replaces the CPU torch by a CUDA build; lpips is imported lazily by breaching's
-analysis, unused here). If breaching cannot run, a hand-written PyTorch reference of the same
-algorithms is used instead (printed, with the reason).
+Install with ``pip install --no-deps breaching==0.1.2 && pip install hydra-core`` (a plain
+``pip install breaching`` replaces the CPU torch by a CUDA build; lpips is imported lazily by
+breaching's analysis, unused here). If breaching cannot run, a hand-written PyTorch reference
+of the same algorithms is used instead (printed, with the reason).
 
 Repeats alternate (jaxinv, torch, jaxinv, torch, ...); figures are medians [min-max]. Quality:
 per-victim PSNR (reconstruction clipped to [0, 1], ``jaxinv.metrics.reconstruction``) and the

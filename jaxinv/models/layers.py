@@ -175,6 +175,15 @@ _WINOGRAD = contextvars.ContextVar("jaxinv_winograd", default=None)  # None: uns
 
 
 @contextlib.contextmanager
+def _scoped(var: contextvars.ContextVar, value: object) -> Iterator[None]:
+    token = var.set(value)
+    try:
+        yield
+    finally:
+        var.reset(token)
+
+
+@contextlib.contextmanager
 def patch_weight_grads(on: bool = True) -> Iterator[None]:
     """Within (at trace time), :class:`Conv` computes its *weight* gradient as im2col +
     matmul instead of XLA's weight-gradient convolution. Same values; under ``vmap`` over
@@ -192,11 +201,8 @@ def patch_weight_grads(on: bool = True) -> Iterator[None]:
         >>> bool(jnp.allclose(g, jax.grad(loss)(k, x), rtol=1e-6))
         True
     """
-    token = _PATCH_WEIGHT_GRADS.set(on)
-    try:
+    with _scoped(_PATCH_WEIGHT_GRADS, on):
         yield
-    finally:
-        _PATCH_WEIGHT_GRADS.reset(token)
 
 
 @contextlib.contextmanager
@@ -208,8 +214,8 @@ def winograd(on: bool | str = True) -> Iterator[None]:
     and ``False`` elsewhere. Same values to float rounding; forward and input gradient take
     2.25x fewer multiplies. On this CPU, forward + input gradient of 32 examples per step of
     a loop: 1.5x XLA's speed at 14x14x32 -> 32, 1.26x at 7x7x128 -> 256 (GMI's generator;
-    1.6x with 16 per step),
-    0.8x at 28x28x32 -> 64; outside loops (one jitted call, as training runs) 0.5-0.9x.
+    1.6x with 16 per step), 0.8x at 28x28x32 -> 64; outside loops (one jitted call, as
+    training runs) 0.5-0.9x.
     Not measured on accelerators, so off there under ``"auto"``.
 
     Example:
@@ -221,11 +227,8 @@ def winograd(on: bool | str = True) -> Iterator[None]:
     """
     if on not in (True, False, "auto"):
         raise ValueError(f"winograd: on must be True, False or 'auto', got {on!r}")
-    token = _WINOGRAD.set(on)
-    try:
+    with _scoped(_WINOGRAD, on):
         yield
-    finally:
-        _WINOGRAD.reset(token)
 
 
 def winograd_setting(unset: bool | str = "auto") -> bool | str:
