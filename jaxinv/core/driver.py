@@ -5,12 +5,13 @@ Chains are sharded over a 1-D device mesh (axis ``"chains"``) with ``shard_map``
 device runs its chains with ``vmap`` (or ``lax.map(batch_size=chunk)``) and no
 communication. Targets are sharded with the chains when each target has one chain, and
 otherwise placed once per device and indexed per chain (never copied into ``State``).
-``env`` is replicated. One compiled call runs several steps: on XLA:CPU ``unroll`` (8)
-fully unrolled steps, since XLA:CPU runs a loop body about 2x slower than the same ops at
-top level (``benchmarks/chains.py``); on GPU/TPU one ``scan`` per segment. Calls are
-dispatched asynchronously; the host syncs once per segment (progress bar, early stop,
-orbax checkpoint). Compiled calls are cached per (kernel, shapes, mesh, options), and
-:func:`enable_compilation_cache` turns on JAX's persistent cache across processes.
+``env`` is replicated. One compiled call runs several steps: on XLA:CPU a ``scan`` of 8
+(fully unrolled only when ``unroll`` is given: 8 unrolled steps compiled 1.4-2x longer and
+ran no faster, ``benchmarks/chains.py`` and ``gan.py``); on GPU/TPU one ``scan`` per
+segment. Calls are dispatched asynchronously; the host syncs once per segment (progress
+bar, early stop, orbax checkpoint). Compiled calls are cached per (kernel, shapes, mesh,
+options), and :func:`enable_compilation_cache` turns on JAX's persistent cache across
+processes.
 """
 
 from __future__ import annotations
@@ -184,10 +185,10 @@ def _summary(carry, info):
 
 
 def _default_unroll(unroll: int | None) -> tuple[int | None, bool]:
-    """(steps per call, unrolled?): 8 unrolled on XLA:CPU, a segment's scan elsewhere."""
+    """(steps per call, unrolled?): a scan of 8 on XLA:CPU, of a segment elsewhere."""
     if unroll is not None:
         return unroll, True
-    return (8, True) if jax.default_backend() == "cpu" else (None, False)
+    return (8, False) if jax.default_backend() == "cpu" else (None, False)
 
 
 def run_chains(
@@ -227,7 +228,8 @@ def run_chains(
       chunk: at most this many chains per device are vmapped at once (bounds memory).
       segment: steps between host syncs (progress, early stop, checkpoint); default
         ``ceil(steps / 20)``.
-      unroll: steps per compiled call (fully unrolled); default by backend.
+      unroll: steps per compiled call, fully unrolled; default: a scan of 8 on CPU, of a
+        segment elsewhere.
       workdir: checkpoint there every segment and resume from it when rerun; a directory
         of a run with other settings is refused. Device count and ``chunk`` may change.
       mesh: a 1-D device mesh (:func:`make_mesh`); default: all devices.
