@@ -66,6 +66,18 @@ def test_compile_options_reach_the_step_and_keep_its_results():
         run(mesh=make_mesh(jax.devices()[:1]), compile_options={"no_such_option": 1})
 
 
+def test_default_rolled_scan_matches_unrolled_steps():
+    from jaxinv.core.driver import _default_unroll
+
+    assert _default_unroll(None) == (8, False)  # CPU: 8 steps per call in a rolled scan
+    assert _default_unroll(4) == (4, True)
+    rolled = run(mesh=make_mesh(jax.devices()[:1]))
+    unrolled = run(mesh=make_mesh(jax.devices()[:1]), unroll=8)
+    np.testing.assert_allclose(rolled.best_x, unrolled.best_x, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(rolled.info.loss, unrolled.info.loss, rtol=1e-4, atol=1e-6)
+    assert rolled.steps_run == unrolled.steps_run == 30
+
+
 def test_steps_trace_with_winograd_auto_unless_set():
     seen = []
 

@@ -215,8 +215,10 @@ def winograd(on: bool | str = True) -> Iterator[None]:
     and ``False`` elsewhere. Same values to float rounding; forward and input gradient take
     2.25x fewer multiplies. On this CPU, forward + input gradient of 32 examples per step of
     a loop: 1.5x XLA's speed at 14x14x32 -> 32, 1.26x at 7x7x128 -> 256 (GMI's generator;
-    1.6x with 16 per step), 0.8x at 28x28x32 -> 64; outside loops (one jitted call, as
-    training runs) 0.5-0.9x.
+    1.6x with 16 per step), 0.8x at 28x28x32 -> 64 (measured before the kernel transform
+    became one matmul, which sped GMI's chains up 1.2-1.35x more). Outside loops, batch 64
+    at 7x7x128 -> 256: forward 1.15x, input gradient 0.45x (one jitted call, as training
+    runs).
     Not measured on accelerators, so off there under ``"auto"``.
 
     Example:
