@@ -6,7 +6,7 @@ device runs its chains with ``vmap`` (or ``lax.map(batch_size=chunk)``) and no
 communication. Targets are sharded with the chains when each target has one chain, and
 otherwise placed once per device and indexed per chain (never copied into ``State``).
 ``env`` is replicated. One compiled call runs several steps: on XLA:CPU a ``scan`` of 8
-(fully unrolled only when ``unroll`` is given: 8 unrolled steps compiled 1.4-2x longer and
+(fully unrolled only when ``unroll`` is given: 8 unrolled steps compiled 1.4-2.7x longer and
 ran no faster, ``benchmarks/chains.py`` and ``gan.py``); on GPU/TPU one ``scan`` per
 segment. Calls are dispatched asynchronously; the host syncs once per segment (progress
 bar, early stop, orbax checkpoint). Compiled calls are cached per (kernel, shapes, mesh,
@@ -188,7 +188,7 @@ def _default_unroll(unroll: int | None) -> tuple[int | None, bool]:
     """(steps per call, unrolled?): a scan of 8 on XLA:CPU, of a segment elsewhere."""
     if unroll is not None:
         return unroll, True
-    return (8, False) if jax.default_backend() == "cpu" else (None, False)
+    return (8 if jax.default_backend() == "cpu" else None), False
 
 
 def run_chains(
