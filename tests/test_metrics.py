@@ -144,3 +144,15 @@ def test_fid_equals_the_sqrtm_formula():
     mu = a.mean(0) - b.mean(0)
     want = mu @ mu + np.trace(sa + sb) - 2 * np.trace(np.real(scipy.linalg.sqrtm(sa @ sb)))
     assert metrics.fid(a, b) == pytest.approx(want, rel=1e-9)
+
+
+def test_fid_with_fewer_samples_than_dimensions_equals_the_sqrtm_formula():
+    import scipy.linalg
+
+    a = RNG.normal(size=(12, 40)) * RNG.random(40)  # rank-deficient covariances: the
+    b = RNG.normal(size=(30, 40)) + 0.5  # n x n cross-Gram path, in both argument orders
+    sa, sb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    mu = a.mean(0) - b.mean(0)
+    want = mu @ mu + np.trace(sa + sb) - 2 * np.trace(np.real(scipy.linalg.sqrtm(sa @ sb)))
+    assert metrics.fid(a, b) == pytest.approx(want, rel=1e-6)
+    assert metrics.fid(b, a) == pytest.approx(want, rel=1e-6)

@@ -68,10 +68,14 @@ def diversity(feats, labels) -> float:
 def fid(feats_a, feats_b) -> float:
     """Fréchet distance between Gaussians fitted to two feature sets (float64).
 
-    ``||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2))``, with the trace of the
-    matrix square root taken as ``sum(sqrt(eig(S_a^(1/2) S_b S_a^(1/2))))`` (the same
-    value for covariance matrices, via two symmetric eigendecompositions: stable when
-    a covariance is singular and ~10x faster than ``scipy.linalg.sqrtm`` at 2048-d).
+    ``||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2))``. With fewer samples than
+    dimensions in one set (``A``, centred, ``n_a <= D``), ``Tr (S_a S_b)^(1/2)`` is the sum of
+    the singular values of the ``n_a x n_b`` matrix ``A B^T`` over ``sqrt((n_a-1)(n_b-1))``
+    (the nonzero eigenvalues of ``S_a S_b`` are those of ``A B^T B A^T``): no ``D x D``
+    matrix is formed (120 reconstructions against 1437 digits in 3000-d MLP features: 0.1 s
+    against 27 s). Otherwise ``sum(sqrt(eig(S_a^(1/2) S_b S_a^(1/2))))`` by two symmetric
+    eigendecompositions: stable when a covariance is singular and ~10x faster than
+    ``scipy.linalg.sqrtm`` at 2048-d.
 
     Example:
         >>> x = np.random.default_rng(0).normal(size=(500, 4))
@@ -81,14 +85,19 @@ def fid(feats_a, feats_b) -> float:
     a, b = np.asarray(feats_a, np.float64), np.asarray(feats_b, np.float64)
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or min(len(a), len(b)) < 2:
         raise ValueError(f"fid needs two [N >= 2, D] feature sets, got {a.shape}, {b.shape}")
-    mu_a, mu_b = a.mean(0), b.mean(0)
-    s_a = np.atleast_2d(np.cov(a, rowvar=False))
-    s_b = np.atleast_2d(np.cov(b, rowvar=False))
-    w, v = np.linalg.eigh(s_a)
-    root_a = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
-    m = root_a @ s_b @ root_a
-    tr_covmean = np.sum(np.sqrt(np.clip(np.linalg.eigvalsh((m + m.T) / 2), 0, None)))
-    return float(np.sum((mu_a - mu_b) ** 2) + np.trace(s_a) + np.trace(s_b) - 2 * tr_covmean)
+    a, b = (a, b) if len(a) <= len(b) else (b, a)  # symmetric: a is the smaller set
+    ca, cb = a - a.mean(0), b - b.mean(0)
+    na, nb = len(a) - 1, len(b) - 1
+    mean_term = np.sum((a.mean(0) - b.mean(0)) ** 2)
+    traces = np.sum(ca ** 2) / na + np.sum(cb ** 2) / nb
+    if len(a) <= a.shape[1]:
+        tr_covmean = np.sum(np.linalg.svd(ca @ cb.T, compute_uv=False)) / np.sqrt(na * nb)
+    else:
+        w, v = np.linalg.eigh(ca.T @ ca / na)
+        root_a = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+        m = root_a @ (cb.T @ cb / nb) @ root_a
+        tr_covmean = np.sum(np.sqrt(np.clip(np.linalg.eigvalsh((m + m.T) / 2), 0, None)))
+    return float(mean_term + traces - 2 * tr_covmean)
 
 
 def prdc(real, fake, k: int = 5, *, real_labels=None, fake_labels=None,
