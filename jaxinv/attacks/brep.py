@@ -25,6 +25,7 @@ import jax.numpy as jnp
 
 from jaxinv.attacks import priors
 from jaxinv.attacks.zo_inversion import NOT_QUERIED
+from jaxinv.core import rng
 from jaxinv.core.protocol import BlackBox, Queries, budget_rule, check_budget, factory
 
 STARTS = ("uniform", "blobs", "normal")
@@ -59,12 +60,12 @@ def _sampler(start: str, z_shape: tuple[int, ...], init_range: tuple[float, floa
 
     def sample(key: jax.Array, n: int) -> jax.Array:
         if start == "normal":
-            z = jax.random.normal(key, (n, *z_shape), jnp.float32)
+            z = rng.normal(key, (n, *z_shape), jnp.float32)
         elif start == "uniform":
-            z = jax.random.uniform(key, (n, *z_shape), jnp.float32, lo, hi)
+            z = rng.uniform(key, (n, *z_shape), jnp.float32, lo, hi)
         else:  # blobs: low-resolution uniform noise, upsampled (smooth random images)
             h, w = z_shape[0], z_shape[1]
-            small = jax.random.uniform(key, (n, max(h // 4, 2), max(w // 4, 2), *z_shape[2:]),
+            small = rng.uniform(key, (n, max(h // 4, 2), max(w // 4, 2), *z_shape[2:]),
                                        jnp.float32, lo, hi)
             z = jax.image.resize(small, (n, *z_shape), "linear")
         return jnp.clip(z, *box) if box is not None else z
@@ -163,7 +164,7 @@ def brep_mi(
     prior_x = priors.make(tv=tv, l2=l2)
 
     def points(key, state):
-        eps = jax.random.normal(key, (spheres, *z_shape), jnp.float32)
+        eps = rng.normal(key, (spheres, *z_shape), jnp.float32)
         norm = jnp.sqrt(jnp.sum(eps.reshape(spheres, -1) ** 2, -1))
         on_sphere = clip(state.cand + eps * (state.radius / norm).reshape(-1, *[1] * len(z_shape)))
         return jnp.where(state.found, jnp.concatenate([state.cand[None], on_sphere]),

@@ -28,6 +28,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from jaxinv.core import rng
+
 Array = jax.Array
 Estimator = Callable[[Array, Callable[[Array], Array], Array], tuple[Array, int]]
 
@@ -99,7 +101,7 @@ def nes(n: int, sigma: float, antithetic: bool = True) -> Estimator:
     """
     _check(n, sigma, "sigma", pairs=antithetic)
     m = n // 2 if antithetic else n
-    draw = lambda key, x: jax.random.normal(key, (m, *x.shape), jnp.float32)
+    draw = lambda key, x: rng.normal(key, (m, *x.shape), jnp.float32)
     if antithetic:
         return _antithetic(draw, sigma, lambda x: 1.0 / (2.0 * sigma * m), n, "nes")
 
@@ -131,7 +133,7 @@ def spsa(n: int, c: float) -> Estimator:
     """
     _check(n, c, "c", pairs=True)
     m = n // 2
-    draw = lambda key, x: jax.random.rademacher(key, (m, *x.shape), jnp.float32)
+    draw = lambda key, x: rng.rademacher(key, (m, *x.shape), jnp.float32)
     return _antithetic(draw, c, lambda x: 1.0 / (2.0 * c * m), n, "spsa")
 
 

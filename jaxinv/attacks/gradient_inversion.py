@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxinv.attacks import stops as S
+from jaxinv.core import rng
 from jaxinv.core.protocol import Attack, factory
 
 Init = Callable[[jax.Array, Any, Any], jax.Array]
@@ -54,7 +55,7 @@ def uniform(shape: tuple[int, ...], low: float = 0.0, high: float = 1.0) -> Init
         (2, 2, 1)
     """
     shape = tuple(int(s) for s in shape)
-    return lambda key, target, env: jax.random.uniform(key, shape, jnp.float32, low, high)
+    return lambda key, target, env: rng.uniform(key, shape, jnp.float32, low, high)
 
 
 def zeros(shape: tuple[int, ...]) -> Init:
@@ -76,7 +77,7 @@ def normal(shape: tuple[int, ...], scale: float = 1.0) -> Init:
         (3,)
     """
     shape = tuple(int(s) for s in shape)
-    return lambda key, target, env: scale * jax.random.normal(key, shape, jnp.float32)
+    return lambda key, target, env: scale * rng.normal(key, shape, jnp.float32)
 
 
 def _with_aux(loss: Callable, has_aux: bool) -> Callable:

@@ -28,6 +28,7 @@ import optax
 
 from jaxinv.attacks import stops as S
 from jaxinv.attacks.gradient_inversion import gradient_inversion
+from jaxinv.core import rng
 from jaxinv.core.protocol import Attack, factory
 from jaxinv.federated.oracle import check_update_tree, client_update
 
@@ -232,9 +233,9 @@ def gradient_matching(
 
     def init(key, target, env):
         kx, ky = jax.random.split(key)
-        z = {"x": init_scale * jax.random.normal(kx, shape, jnp.float32)}
+        z = {"x": init_scale * rng.normal(kx, shape, jnp.float32)}
         if labels == "optimise":
-            z["y"] = init_scale * jax.random.normal(ky, (batch, num_classes), jnp.float32)
+            z["y"] = init_scale * rng.normal(ky, (batch, num_classes), jnp.float32)
         return z
 
     if optimizer == "lbfgs":

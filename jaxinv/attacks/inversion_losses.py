@@ -28,6 +28,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxinv.core import rng
+
 
 class Weights(NamedTuple):
     """Loss weights (a pytree of floats, so several sets can be stacked and ``vmap``-ed);
@@ -225,7 +227,7 @@ def inversion_losses(apply_fn: Callable[[Any, jax.Array], tuple[jax.Array, jax.A
         ((3,), True)
     """
     logits, feats = apply_fn(variables, x)
-    xp = x + sigma * jax.random.normal(key, x.shape, x.dtype)
+    xp = x + sigma * rng.normal(key, x.shape, x.dtype)
     n = x.shape[0]
     batch = lambda v: jnp.full((n,), v)
     fns = {"kl": lambda: kl_divergence(c, logits), "ce": lambda: cross_entropy(logits, y),

@@ -27,6 +27,7 @@ import optax
 
 from jaxinv.attacks import estimators as zo
 from jaxinv.attacks import priors
+from jaxinv.core import rng
 from jaxinv.core.protocol import BlackBox, Queries, budget_rule, check_budget, factory
 
 LOSSES = ("neg_log_p", "one_minus_p")
@@ -121,7 +122,7 @@ def zo_inversion(
         if init == "zero":
             z = jnp.zeros(z_shape, jnp.float32)
         else:
-            z = jax.random.uniform(key, z_shape, jnp.float32, *init_range)
+            z = rng.uniform(key, z_shape, jnp.float32, *init_range)
         return ZOState(decode(z, env), z, jnp.float32(NOT_QUERIED), jnp.float32(0.0),
                        opt.init(z), jnp.int32(0), jnp.int32(0), jnp.bool_(False),
                        jnp.bool_(False))

@@ -14,6 +14,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxinv.core import rng
+
 
 class Defense(NamedTuple):
     """An output defense: ``apply(key, probs[B, K]) -> released[B, K]``, pure and jit-safe.
@@ -119,7 +121,7 @@ def gaussian_noise(sigma: float) -> Defense:
         raise _bad("gaussian_noise sigma", "a float >= 0", sigma)
 
     def apply(key: jax.Array, probs: jax.Array) -> jax.Array:
-        noise = sigma * jax.random.normal(key, probs.shape, probs.dtype)
+        noise = sigma * rng.normal(key, probs.shape, probs.dtype)
         return _renormalise(jnp.clip(probs + noise, 0.0, 1.0))
 
     return Defense(apply)

@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxinv.core import rng
+
 UpdateDefense = Callable[[jax.Array, Any], Any]
 KINDS = ("none", "noise", "dp", "prune")
 
@@ -56,7 +58,7 @@ def clip_and_noise(clip: float, multiplier: float) -> UpdateDefense:
 def _add_noise(key: jax.Array, update: Any, std: jax.Array | float) -> Any:
     leaves, tree = jax.tree.flatten(update)
     keys = jax.random.split(key, len(leaves))
-    return jax.tree.unflatten(tree, [a + std * jax.random.normal(k, a.shape, a.dtype)
+    return jax.tree.unflatten(tree, [a + std * rng.normal(k, a.shape, a.dtype)
                                      for k, a in zip(keys, leaves, strict=True)])
 
 

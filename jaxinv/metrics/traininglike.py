@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxinv.attacks.inversion_losses import kl_divergence, weight_grad_norm
+from jaxinv.core import rng
 
 DIAGNOSTICS = ("confidence", "perturbation_kl", "grad_norm")
 CHUNK = 64  # samples per device call (per-sample weight gradients are memory hungry)
@@ -38,7 +39,7 @@ def _diagnose(module, variables, x, y, key, draws, sigma):
     p = jnp.exp(logp)
 
     def one(k):
-        xp = x + sigma * jax.random.normal(k, x.shape, x.dtype)
+        xp = x + sigma * rng.normal(k, x.shape, x.dtype)
         return kl_divergence(p, logits_fn(variables, xp))
 
     kl = jnp.maximum(jnp.mean(jax.lax.map(one, jax.random.split(key, draws)), 0), 0.0)

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxinv.core import rng
 from jaxinv.models.layers import patch_weight_grads
 
 ACCOUNTANTS = ("pld", "rdp")
@@ -190,7 +191,7 @@ def private_grad(per_example_loss: Callable, params: Any, batch: Any, weights: j
         summed, clipped = _summed(per_example_loss, params, batch, weights, clip, microbatch)
     leaves = jax.tree.leaves(summed)
     keys = jax.random.split(key, len(leaves))
-    noisy = [(s + noise_multiplier * clip * jax.random.normal(k, s.shape, s.dtype))
+    noisy = [(s + noise_multiplier * clip * rng.normal(k, s.shape, s.dtype))
              / expected_batch for s, k in zip(leaves, keys, strict=True)]
     return jax.tree.unflatten(tree, noisy), clipped
 

@@ -29,6 +29,7 @@ import numpy as np
 import optax
 
 from jaxinv import data
+from jaxinv.core import rng
 from jaxinv.evaluation import results
 from jaxinv.models.gan import GAN, Z_DIM, Critic, Generator, random_gan
 from jaxinv.training.artifacts import close_loop, load_artifact, save_artifact, save_checkpoint
@@ -62,7 +63,7 @@ def critic_loss(generator: Generator, critic: Critic, gp: float):
         fake, _ = generator.apply(g_vars, z, train=True, mutable=["batch_stats"])
         fake = jax.lax.stop_gradient(fake)
         score = lambda im: critic.apply({"params": params}, im[None])[0]
-        eps = jax.random.uniform(key, (x.shape[0], 1, 1, 1))
+        eps = rng.uniform(key, (x.shape[0], 1, 1, 1))
         mix = eps * x + (1 - eps) * fake
         g = jax.vmap(jax.grad(score))(mix).reshape(x.shape[0], -1)
         penalty = (jnp.sqrt(jnp.sum(g ** 2, -1) + 1e-12) - 1) ** 2

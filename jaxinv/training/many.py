@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxinv.core import rng
 from jaxinv.models import init_variables
 from jaxinv.training import defenses
 from jaxinv.training.step import init_state, make_step, variables_of
@@ -45,7 +46,7 @@ def _epoch_order(keys: jax.Array, masks: jax.Array, epoch: jax.Array, steps: int
     0/1 weights."""
 
     def one(key, mask):
-        u = jax.random.uniform(jax.random.fold_in(key, epoch), mask.shape)
+        u = rng.uniform(jax.random.fold_in(key, epoch), mask.shape)
         order = jnp.argsort(jnp.where(mask, u, 2.0 + u))
         order = jnp.resize(order, (steps * batch,))  # wraps round: the tail is padding
         w = mask[order] & (jnp.arange(steps * batch) < mask.shape[0])
@@ -207,7 +208,7 @@ def _dp_step(loss_at, tx, cfg, xd, yd, batch_size: int):
             return loss(params, {}, (x[None], y[None]), k)[0][0]
 
         ks, kn, ka = jax.random.split(key, 3)
-        take = mask & (jax.random.uniform(ks, mask.shape) < batch_size / mask.sum())
+        take = mask & (rng.uniform(ks, mask.shape) < batch_size / mask.sum())
         (idx,) = jnp.nonzero(take, size=cfg.max_batch, fill_value=0)
         w = (jnp.arange(cfg.max_batch) < take.sum()).astype(jnp.float32)
         batch = (xd[idx], yd[idx], jax.random.split(ka, cfg.max_batch))
