@@ -12,10 +12,8 @@ which learned too slowly for CPU budgets). The target's
 variables are an argument of the step, never closed over. Orbax checkpoints, resume,
 progress; ``load_inverter`` reads the result.
 
-Example:
-    >>> import tempfile
-    >>> inv = train_inverter(clf, tempfile.mkdtemp(), steps=2, width=4, batch_size=8,
-    ...                      progress=False)
+Example (an untrained inverter; :func:`train_inverter` shows training):
+    >>> inv = random_inverter((8, 8, 1), 10, width=4)
     >>> generate(inv, jnp.array([3, 7]), jax.random.key(0)).shape
     (2, 8, 8, 1)
 """
