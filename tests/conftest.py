@@ -7,8 +7,8 @@ import pytest
 
 # LLVM's optimisation off: the suite is mostly compilation (tiny settings), and level 0
 # compiles 1.6x faster (docstring examples of GAN, inverter, P2I, GMI: 130 s against 212 s).
-# Numerics are the same; steps run slower, which these settings do not feel. Benchmarks and
-# users keep XLA's default; a set XLA_FLAGS wins.
+# Floats can differ in the last bits (psnr 20.000002, not 20.0); steps run slower, which
+# these settings do not feel. Benchmarks and users keep XLA's default; a set XLA_FLAGS wins.
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8 "
                                    "--xla_backend_optimization_level=0")
 _shared = Path(__file__).resolve().parents[2] / "shared" / "data"

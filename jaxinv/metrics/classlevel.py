@@ -156,7 +156,7 @@ def psnr(a, b) -> np.ndarray:
     """Per-image PSNR (dB) of images in [0, 1], ``[N, H, W, C]`` (dm-pix).
 
     Example:
-        >>> psnr(np.zeros((1, 8, 8, 1)), np.full((1, 8, 8, 1), 0.1))
+        >>> psnr(np.zeros((1, 8, 8, 1)), np.full((1, 8, 8, 1), 0.1)).round(4)
         array([20.], dtype=float32)
     """
     a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
