@@ -23,7 +23,8 @@ def _free_port():
 
 def test_two_processes_equal_one(tmp_path):
     port = _free_port()
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    flags = os.environ["XLA_FLAGS"].replace("device_count=8", "device_count=4")  # same level
+    env = dict(os.environ, XLA_FLAGS=flags)
     jobs = [subprocess.Popen([sys.executable, str(HERE / "multihost_job.py"), str(port), str(i),
                               str(tmp_path / f"p{i}.npz"), str(tmp_path / "ckpt")],
                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
