@@ -86,9 +86,9 @@ def fid(feats_a, feats_b) -> float:
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or min(len(a), len(b)) < 2:
         raise ValueError(f"fid needs two [N >= 2, D] feature sets, got {a.shape}, {b.shape}")
     a, b = (a, b) if len(a) <= len(b) else (b, a)  # symmetric: a is the smaller set
-    ca, cb = a - a.mean(0), b - b.mean(0)
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    ca, cb = a - mu_a, b - mu_b
     na, nb = len(a) - 1, len(b) - 1
-    mean_term = np.sum((a.mean(0) - b.mean(0)) ** 2)
     traces = np.sum(ca ** 2) / na + np.sum(cb ** 2) / nb
     if len(a) <= a.shape[1]:
         tr_covmean = np.sum(np.linalg.svd(ca @ cb.T, compute_uv=False)) / np.sqrt(na * nb)
@@ -97,7 +97,7 @@ def fid(feats_a, feats_b) -> float:
         root_a = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
         m = root_a @ (cb.T @ cb / nb) @ root_a
         tr_covmean = np.sum(np.sqrt(np.clip(np.linalg.eigvalsh((m + m.T) / 2), 0, None)))
-    return float(mean_term + traces - 2 * tr_covmean)
+    return float(np.sum((mu_a - mu_b) ** 2) + traces - 2 * tr_covmean)
 
 
 def prdc(real, fake, k: int = 5, *, real_labels=None, fake_labels=None,
