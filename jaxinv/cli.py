@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from jaxinv.attacks import registry
+from jaxinv.evaluation.results import summary_json
 from jaxinv.http.client import RemoteError
 
 
@@ -247,7 +248,7 @@ def _evaluate(args) -> None:
                  correct_only=args.correct_only, inception=args.inception,
                  inception_max=args.inception_max, split=args.split,
                  limit=args.limit)["metrics"]
-    print(json.dumps({k: round(m[k], 4) if isinstance(m[k], float) else m[k] for k in (
+    print(summary_json({k: round(m[k], 4) if isinstance(m[k], float) else m[k] for k in (
         "attack_acc_top1", "knn_dist", "fid_eval", "precision", "recall", "density",
         "coverage", "psnr", "ssim")}))
     if "prdc_note" in m:
@@ -277,10 +278,10 @@ def _attack(args) -> None:
                  segment=args.segment, options=opts, remote=getattr(args, "remote", None),
                  client_options=client, generator=args.generator)
     m = rec["metrics"]
-    print(json.dumps({k: m[k] for k in ("attack_acc_top1", "attack_acc_top5", "init_acc_top1",
-                                        "attack_acc_top1_selected", "attack_acc_top5_selected",
-                                        "target_confidence", "queries_total",
-                                        "queries_per_chain") if k in m}))
+    print(summary_json({k: m[k] for k in ("attack_acc_top1", "attack_acc_top5", "init_acc_top1",
+                                          "attack_acc_top1_selected", "attack_acc_top5_selected",
+                                          "target_confidence", "queries_total",
+                                          "queries_per_chain") if k in m}))
     print(f"results in {args.out}/results.json")
 
 

@@ -330,6 +330,13 @@ def test_write_json_is_strict(tmp_path):
     assert clean == {"a": 1.0}  # no "nulls" when nothing is null
 
 
+def test_summary_json_is_one_strict_line():
+    text = results.summary_json({"psnr": np.float32(12.5), "fid": float("inf"),
+                                 "hist": np.array([np.nan, 1.0]), "n": np.int64(3)})
+    assert "\n" not in text
+    assert _strict(text) == {"psnr": 12.5, "fid": None, "hist": [None, 1.0], "n": 3}
+
+
 # --- through the CLI: exit 2 and one line on stderr -------------------------------------
 
 

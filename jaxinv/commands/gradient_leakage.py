@@ -4,7 +4,8 @@ gradients (or FedAvg updates) they share."""
 from __future__ import annotations
 
 import argparse
-import json
+
+from jaxinv.evaluation.results import summary_json
 
 HELP = {"dlg": "DLG (Zhu et al. 2019): images and labels from shared gradients",
         "idlg": "iDLG (Zhao et al. 2020): DLG with the label read off the gradient",
@@ -72,8 +73,8 @@ def attack(args: argparse.Namespace) -> None:
                            defense=args.defense, local_steps=args.local_steps,
                            local_lr=args.local_lr, seed=args.seed, chunk=args.chunk, **opts)
     m = rec["metrics"]
-    print(json.dumps({k: m[k] for k in ("exact_recovery_rate", "psnr_mean", "ssim_mean",
-                                        "label_accuracy", "flagged") if k in m}))
+    print(summary_json({k: m[k] for k in ("exact_recovery_rate", "psnr_mean", "ssim_mean",
+                                          "label_accuracy", "flagged") if k in m}))
     print(f"results in {args.out}/results.json")
 
 

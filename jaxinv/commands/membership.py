@@ -4,7 +4,8 @@ trained by vmap."""
 from __future__ import annotations
 
 import argparse
-import json
+
+from jaxinv.evaluation.results import summary_json
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -52,8 +53,8 @@ def run(args: argparse.Namespace) -> None:
                      dp=None if args.dp_epsilon is None else {
                          "epsilon": args.dp_epsilon, "delta": args.dp_delta,
                          "clip": args.dp_clip})
-    print(json.dumps({k: {"auc": round(v["auc"], 4), "tpr_at_0.1%_fpr":
-                          round(v["tpr_at_0.1%_fpr"], 4)} for k, v in rec["metrics"].items()}))
+    print(summary_json({k: {"auc": round(v["auc"], 4), "tpr_at_0.1%_fpr":
+                            round(v["tpr_at_0.1%_fpr"], 4)} for k, v in rec["metrics"].items()}))
     print(f"results in {args.out}/results.json; ROC in {args.out}/roc.png")
 
 

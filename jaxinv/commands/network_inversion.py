@@ -4,9 +4,9 @@ target's weights (TLDR, or plain network inversion without the TLDR terms)."""
 from __future__ import annotations
 
 import argparse
-import json
 
 from jaxinv.attacks.inversion_losses import TERMS
+from jaxinv.evaluation.results import summary_json
 from jaxinv.training.inverter import DEFAULTS
 
 HELP = {"tldr": "TLDR: train a conditional generator for training-like samples (weights)",
@@ -78,8 +78,8 @@ def attack(args: argparse.Namespace) -> None:
                             weights=args.weights, samples=args.samples, steps=args.steps,
                             classes=classes, seed=args.seed, **opts)
     m = rec["metrics"]
-    print(json.dumps({k: m[k] for k in ("attack_acc_top1", "attack_acc_top5",
-                                        "target_confidence")}))
+    print(summary_json({k: m[k] for k in ("attack_acc_top1", "attack_acc_top5",
+                                          "target_confidence")}))
     print(f"results in {args.out}/results.json")
 
 

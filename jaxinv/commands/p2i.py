@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from jaxinv.attacks import p2i as _p2i
 from jaxinv.data import parse_classes
+from jaxinv.evaluation.results import summary_json
 from jaxinv.training.encoder import DEFAULTS
 
 
@@ -76,9 +76,9 @@ def p2i(args: argparse.Namespace) -> None:
               threshold=args.threshold, classes=args.classes, defense=args.defense,
               query_batch=args.query_batch, seed=args.seed)
     m = rec["metrics"]
-    print(json.dumps({k: m[k] for k in ("attack_acc_top1", "attack_acc_top5", "init_acc_top1",
-                                        "target_confidence", "queries_total",
-                                        "queries_attack")}))
+    print(summary_json({k: m[k] for k in ("attack_acc_top1", "attack_acc_top5", "init_acc_top1",
+                                          "target_confidence", "queries_total",
+                                          "queries_attack")}))
     print(f"results in {args.out}/results.json")
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
+
+from jaxinv.evaluation.results import summary_json
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -42,8 +43,8 @@ def run(args: argparse.Namespace) -> None:
         raise ValueError("two-stage: give --export DIR or --run R")
     rec = two_stage(args.membership, args.run, attack=args.attack, target=args.target,
                     fpr=args.fpr)
-    print(json.dumps({k: rec[k] for k in ("members_evaluated", "flagged", "exposed", "both",
-                                          "spearman")}))
+    print(summary_json({k: rec[k] for k in ("members_evaluated", "flagged", "exposed", "both",
+                                            "spearman")}))
     print(f"written to {args.run}/two_stage.json, two_stage.npz, two_stage.png")
 
 

@@ -172,7 +172,8 @@ def fingerprint(kernel: Attack, *, layout: Layout, targets: PyTree, seed: int,
     return json.loads(json.dumps({
         "kernel": jsonable(kcfg), "targets": digest.hexdigest()[:16],
         "num_targets": layout.num_targets, "chains": layout.chains, "seed": int(seed),
-        "sweep": {k: v.tolist() for k, v in sweep.items()}, "config": jsonable(config)}))
+        "sweep": {k: v.tolist() for k, v in sweep.items()}, "config": jsonable(config)},
+        allow_nan=False))
 
 
 def probe(kernel: Attack, target: PyTree, env: PyTree) -> None:

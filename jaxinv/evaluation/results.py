@@ -193,6 +193,17 @@ def write_json(path: str | Path, record: dict[str, Any],
     return Path(path)
 
 
+def summary_json(record: dict[str, Any]) -> str:
+    """``record`` as one line of strict JSON for a terminal summary: NumPy values made
+    plain, non-finite numbers ``null`` (``results.json`` says why, see :func:`write_json`).
+
+    Example:
+        >>> summary_json({"psnr": np.float32(12.5), "knn_dist": float("nan")})
+        '{"psnr": 12.5, "knn_dist": null}'
+    """
+    return json.dumps(_finite(record, "", {}, set()), default=_json_default, allow_nan=False)
+
+
 def _kind(v: float) -> str:
     return "nan" if v != v else ("inf" if v > 0 else "-inf")
 

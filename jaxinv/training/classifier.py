@@ -218,7 +218,7 @@ def fit(dataset: str, arch: str, workdir: str | Path, *, epochs: int | None = No
         "dataset": dataset, "arch": arch, "arch_kwargs": arch_kwargs, "seed": seed,
         "split": split, "side": side if split else None,
         **{c: cfg[c] for c in ("batch_size", "lr", "lr_decay", "weight_decay", "augment",
-                               "limit")}, "dp": dp_meta, "defense": spec}))
+                               "limit")}, "dp": dp_meta, "defense": spec}, allow_nan=False))
     workdir = Path(workdir).absolute()
     mngr, ckpt = _open(workdir, config, ckpt, f"{dataset}/{arch}" if progress else None)
     tic = time.perf_counter()

@@ -238,7 +238,7 @@ def _resume(workdir, config, states, ocp):
     workdir = Path(workdir).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
     cfg = workdir / "fit_many_config.json"
-    config = json.loads(json.dumps(config))
+    config = json.loads(json.dumps(config, allow_nan=False))
     if cfg.exists() and json.loads(cfg.read_text()) != config:
         raise ValueError(f"{workdir} holds models trained with other settings; use a new "
                          "workdir or the same settings")

@@ -233,7 +233,7 @@ def grid(dataset: str, out: str | Path, *, arch: str = "mlp", arch_kwargs: dict 
                                             {**run, "seed": seed}, assets, progress))
         rows.append(row)
         if progress:
-            print(f"grid {d}: {json.dumps(_flat(row))}", flush=True)
+            print(f"grid {d}: {results.summary_json(_flat(row))}", flush=True)
     record = {"dataset": dataset, "arch": arch, "arch_kwargs": arch_kwargs,
               "eval_arch": eval_arch, "train": train, "run": run, "lira": lira,
               "generator": generator, "split": split, "evaluator": str(eval_dir),
