@@ -88,6 +88,17 @@ def test_lira_follows_the_gaussian_likelihood_ratio():
     np.testing.assert_array_equal(L.lira(obs, stats, keep, mode="global"), obs)
 
 
+def test_stacked_logits_in_chunks_equal_one_batch():
+    from jaxinv.models import create, init_variables
+    from jaxinv.workflows.membership import stacked_logits
+    m = create("softmax", 3)
+    v = jax.tree.map(lambda *a: np.stack(a), *[init_variables(m, (2, 2, 1), s) for s in (0, 1)])
+    x = np.random.default_rng(0).random((10, 2, 2, 1), np.float32)
+    whole = stacked_logits(m, v, x)
+    assert whole.shape == (2, 10, 3)
+    np.testing.assert_allclose(stacked_logits(m, v, x, batch=4), whole, atol=1e-6)
+
+
 def test_lira_errors_name_the_problem():
     keep = np.array([[1, 0], [1, 1]], bool)
     stats = np.zeros((2, 2))

@@ -81,8 +81,12 @@ def stacked_logits(module: Any, variables: Any, x: np.ndarray, batch: int = 512)
         (2, 5, 3)
     """
     f = jax.jit(jax.vmap(apply_logits(module), in_axes=(0, None)))
-    return np.concatenate([np.asarray(f(variables, x[i:i + batch]))
-                           for i in range(0, len(x), batch)], axis=1)
+    n = len(x)
+    if n > batch and n % batch:  # pad the last chunk: one compiled shape
+        x = np.concatenate([x, np.zeros((batch - n % batch, *x.shape[1:]), x.dtype)])
+    outs = jax.device_get([f(variables, x[i:i + batch])  # dispatched, then one host sync
+                           for i in range(0, len(x), batch)])
+    return np.concatenate(outs, axis=1)[:, :n]
 
 
 FLOOR = 1e-6  # released probabilities are floored here before the log (rounding gives 0)
