@@ -512,7 +512,8 @@ CONV_CASES = [((2, 9, 9, 3), (5, 5, 3, 4), 1, (2, 2)),
               ((1, 8, 8, 1), (5, 5, 1, 12), 2, (2, 2)),  # DLG's LeNet's first layer
               ((2, 7, 6, 2), (3, 5, 2, 3), 2, (0, 2)),
               ((2, 28, 28, 1), (5, 5, 1, 4), 2, "SAME"),  # the WGAN-GP critic's layers
-              ((2, 7, 6, 2), (4, 3, 2, 3), 2, "SAME")]
+              ((2, 7, 6, 2), (4, 3, 2, 3), 2, "SAME"),
+              ((1, 11, 10, 2), (5, 4, 2, 3), 3, (1, 2))]
 
 
 def lax_conv(x, k, stride, padding):
@@ -522,8 +523,11 @@ def lax_conv(x, k, stride, padding):
                                         precision=jax.lax.Precision.HIGHEST)
 
 
+@pytest.mark.parametrize("s2d", [False, True], ids=["patches", "space_to_depth"])
 @pytest.mark.parametrize("xs,ks,stride,padding", CONV_CASES)
-def test_conv2d_patches_matches_lax_conv_to_second_order(xs, ks, stride, padding):
+def test_conv2d_patches_matches_lax_conv_to_second_order(xs, ks, stride, padding, s2d):
+    if s2d and stride == 1:
+        pytest.skip("space_to_depth applies to strided convolutions")
     kx, kk, kt = jax.random.split(jax.random.key(sum(xs) + stride), 3)
     x = jax.random.uniform(kx, xs)
     k = jax.random.normal(kk, ks)
@@ -540,7 +544,8 @@ def test_conv2d_patches_matches_lax_conv_to_second_order(xs, ks, stride, padding
 
         return conv(x, k), first, jax.grad(match)(x)
 
-    y, first, second = derivatives(lambda x, k: conv2d_patches(x, k, stride, padding), x, k)
+    y, first, second = derivatives(
+        lambda x, k: conv2d_patches(x, k, stride, padding, space_to_depth=s2d), x, k)
     y_r, first_r, second_r = derivatives(lambda x, k: lax_conv(x, k, stride, padding), x, k)
     assert y.shape == y_r.shape
     np.testing.assert_allclose(y, y_r, rtol=1e-4, atol=1e-5)

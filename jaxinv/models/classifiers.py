@@ -98,8 +98,8 @@ class DLGLeNet(nn.Module):
         init = lambda key, shape, dtype=jnp.float32: jax.random.uniform(
             key, shape, dtype, -self.init_scale, self.init_scale)
         for i, stride in enumerate((2, 2, 1)):  # im2col convs: fast per-example gradients
-            x = nn.sigmoid(PatchConv(self.channels, (5, 5), stride, kernel_init=init,
-                                     bias_init=init, name=f"Conv_{i}")(x))
+            x = nn.sigmoid(PatchConv(self.channels, (5, 5), stride, space_to_depth=True,
+                                     kernel_init=init, bias_init=init, name=f"Conv_{i}")(x))
         f = x.reshape(x.shape[0], -1)
         return nn.Dense(self.num_classes, kernel_init=init, bias_init=init)(f), f
 

@@ -298,7 +298,8 @@ class Conv(nn.Module):
 
 
 def conv2d_patches(x: jax.Array, kernel: jax.Array, stride: int = 1,
-                   padding: tuple[int, int] | str | None = None) -> jax.Array:
+                   padding: tuple[int, int] | str | None = None,
+                   space_to_depth: bool = False) -> jax.Array:
     """2-D convolution as im2col by shifted strided slices and one matmul.
 
     Same values as ``lax.conv_general_dilated(x, kernel, (stride,) * 2, [(p, p), (q, q)])``
@@ -311,10 +312,19 @@ def conv2d_patches(x: jax.Array, kernel: jax.Array, stride: int = 1,
     (``benchmarks/gradient_leakage.py --lax-conv``: iDLG on DLG's LeNet 3.5x faster on
     XLA:CPU than with ``lax.conv``, same PSNR).
 
+    ``space_to_depth`` (strided only): the patches are taken from the input rearranged into
+    ``stride x stride`` blocks (channels ``stride^2 Cin``), with the kernel zero-padded to a
+    multiple of ``stride``: ``ceil(k / stride)^2`` contiguous slices instead of ``k^2``
+    strided ones (5x5 at stride 2: 9 instead of 25, for 1.44x the multiplies). Same values.
+    On DLG's LeNet it compiled iDLG in 5.9 s against 8.3 s and ran 1.22x faster, IG 1.36x;
+    the WGAN-GP critic's training step ran slower with it (48 vs 30 ms), so it is off there.
+
     Example:
         >>> x, k = jnp.ones((2, 9, 9, 3)), jnp.ones((5, 5, 3, 4))
         >>> conv2d_patches(x, k, 2).shape, float(conv2d_patches(x, k, 2)[0, 2, 2, 0])
         ((2, 5, 5, 4), 75.0)
+        >>> float(conv2d_patches(x, k, 2, space_to_depth=True)[0, 2, 2, 0])
+        75.0
     """
     kh, kw, ci, co = kernel.shape
     if x.ndim != 4 or x.shape[-1] != ci:
@@ -325,13 +335,33 @@ def conv2d_patches(x: jax.Array, kernel: jax.Array, stride: int = 1,
     else:
         ph, pw = padding if padding is not None else (kh // 2, kw // 2)
         (t, b), (left, r) = (ph, ph), (pw, pw)
-    xp = jnp.pad(x, ((0, 0), (t, b), (left, r), (0, 0)))
     ho = (x.shape[1] + t + b - kh) // stride + 1
     wo = (x.shape[2] + left + r - kw) // stride + 1
+    if space_to_depth and stride > 1:
+        return _patches_s2d(x, kernel, stride, (t, left), (ho, wo))
+    xp = jnp.pad(x, ((0, 0), (t, b), (left, r), (0, 0)))
     cols = jnp.concatenate([xp[:, i:i + stride * (ho - 1) + 1:stride,
                                j:j + stride * (wo - 1) + 1:stride]
                             for i in range(kh) for j in range(kw)], -1)
     return cols @ kernel.reshape(kh * kw * ci, co)
+
+
+def _patches_s2d(x: jax.Array, kernel: jax.Array, s: int, lo: tuple[int, int],
+                 out: tuple[int, int]) -> jax.Array:
+    """:func:`conv2d_patches` at stride ``s`` over the space-to-depth input (``lo``: top and
+    left padding; ``out``: output height and width)."""
+    kh, kw, ci, co = kernel.shape
+    n, h, w, _ = x.shape
+    (t, left), (ho, wo) = lo, out
+    bh, bw = -(-kh // s), -(-kw // s)  # kernel blocks of s x s
+    lh, lw = s * (ho + bh - 1), s * (wo + bw - 1)  # input rows and columns the output reads
+    xp = jnp.pad(x, ((0, 0), (t, max(0, lh - h - t)), (left, max(0, lw - w - left)), (0, 0)))
+    xs = xp[:, :lh, :lw].reshape(n, lh // s, s, lw // s, s, ci).transpose(0, 1, 3, 2, 4, 5)
+    xs = xs.reshape(n, lh // s, lw // s, s * s * ci)
+    kp = jnp.pad(kernel, ((0, bh * s - kh), (0, bw * s - kw), (0, 0), (0, 0)))
+    kp = kp.reshape(bh, s, bw, s, ci, co).transpose(0, 2, 1, 3, 4, 5)
+    cols = jnp.concatenate([xs[:, i:i + ho, j:j + wo] for i in range(bh) for j in range(bw)], -1)
+    return cols @ kp.reshape(bh * bw * s * s * ci, co)
 
 
 class PatchConv(nn.Module):
@@ -348,6 +378,7 @@ class PatchConv(nn.Module):
     kernel_size: tuple[int, int] = (3, 3)
     stride: int = 1
     padding: tuple[int, int] | str | None = None  # conv2d_patches': None is k // 2
+    space_to_depth: bool = False  # conv2d_patches' option
     use_bias: bool = True
     kernel_init: Callable = nn.initializers.lecun_normal()
     bias_init: Callable = nn.initializers.zeros_init()
@@ -356,7 +387,8 @@ class PatchConv(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         kernel = self.param("kernel", self.kernel_init,
                             (*self.kernel_size, x.shape[-1], self.features), jnp.float32)
-        y = conv2d_patches(x, kernel.astype(x.dtype), self.stride, self.padding)
+        y = conv2d_patches(x, kernel.astype(x.dtype), self.stride, self.padding,
+                           self.space_to_depth)
         if self.use_bias:
             y = y + self.param("bias", self.bias_init, (self.features,), jnp.float32)
         return y
