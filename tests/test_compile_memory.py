@@ -36,6 +36,23 @@ def test_chunk_bounds_the_memory_of_initialisation():
     assert chunked[2048] < whole[2048] / 10
 
 
+def test_one_step_program_serves_every_remainder():
+    """20 steps in segments of 7 (calls of 7, 7 and 6 steps): one rolled step program
+    on CPU, and the same chains as one segment of 20 or as unrolled calls."""
+    model = create("mlp", 10)
+    env = init_variables(model, (8, 8, 1))
+    attack = mi_face(lambda e, x: model.apply(e, x)[0], (8, 8, 1), init="random", lr=0.1)
+    run = lambda **kw: run_chains(attack, np.arange(4), env, steps=20, progress=False, **kw)
+    driver._COMPILED.clear()
+    res = run(segment=7)
+    ((_, compiled),) = driver._COMPILED.values()
+    assert sorted(k for k in compiled if k != "init") == [8]
+    assert res.info.loss.shape[0] == 20 and np.isfinite(res.info.loss).all()
+    for other in (run(segment=20), run(segment=7, unroll=7)):
+        np.testing.assert_allclose(other.best_x, res.best_x, atol=1e-6)
+        np.testing.assert_allclose(other.info.loss, res.info.loss, rtol=1e-5)
+
+
 PROGRAM = """
 import json, numpy as np
 from jax._src import monitoring

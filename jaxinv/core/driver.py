@@ -8,7 +8,9 @@ otherwise placed once per device and indexed per chain (never copied into ``Stat
 ``env`` is replicated. One compiled call runs several steps: on XLA:CPU a ``scan`` of 8
 (fully unrolled only when ``unroll`` is given: 8 unrolled steps compiled 1.4-2.7x longer and
 ran no faster, ``benchmarks/chains.py`` and ``gan.py``); on GPU/TPU one ``scan`` per
-segment. Calls are dispatched asynchronously; the host syncs once per segment (progress
+segment. A rolled scan's program serves every call of up to its length (steps past the call's
+end pass the carry through), so a segment that is not a multiple of 8 compiles one program,
+not two. Calls are dispatched asynchronously; the host syncs once per segment (progress
 bar, early stop, orbax checkpoint). Compiled calls are cached per (kernel, shapes, mesh,
 options), and :func:`enable_compilation_cache` turns on JAX's persistent cache across
 processes.
@@ -151,7 +153,11 @@ class _Plan:
             check_vma=False))
 
     def call_fn(self, length: int, scan_unroll: bool):
-        def local(keys, ti, hi, targets, sweep, carry, env, t0):
+        """``length`` steps from ``t0``; a rolled scan runs only the steps before ``t_end``
+        (the rest pass the carry through, their infos zero), so one program serves every
+        call of up to ``length`` steps."""
+
+        def local(keys, ti, hi, targets, sweep, carry, env, t0, t_end):
             def one(k, i, h, tg, c, t):
                 tgt, hp = self.chain_inputs(i, h, tg if self.sharded_targets else targets,
                                             sweep)
@@ -161,26 +167,34 @@ class _Plan:
 
             tg = targets if self.sharded_targets else ti
 
-            def body(carry, t):
+            def step(carry, t):
                 return self._map(lambda k, i, h, g, c: one(k, i, h, g, c, t),
                                  keys, ti, hi, tg, carry)
+
+            def body(carry, t):
+                if scan_unroll:
+                    return step(carry, t)
+                info = jax.eval_shape(step, carry, t)[1]
+                skip = lambda c, t: (c, jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype),
+                                                     info))
+                return jax.lax.cond(t < t_end, step, skip, carry, t)
 
             ts = t0 + jnp.arange(length, dtype=jnp.int32)
             return jax.lax.scan(body, carry, ts, unroll=True if scan_unroll else 1)
 
         return jax.jit(jax.shard_map(local, mesh=self.mesh, in_specs=(
-            self.spec, self.spec, self.spec, self.tspec, P(), self.spec, P(), P()),
+            self.spec, self.spec, self.spec, self.tspec, P(), self.spec, P(), P(), P()),
             out_specs=(self.spec, P(None, AXIS)), check_vma=False), donate_argnums=(5,))
 
 
 @jax.jit
-def _summary(carry, info):
+def _summary(carry, info, last):
     stopped = carry.failed | getattr(carry.state, "done", jnp.zeros_like(carry.failed))
     conf = getattr(info, "confidence", None)
     if conf is None and isinstance(getattr(info, "aux", None), dict):
         conf = info.aux.get("confidence")
     return {"loss": jnp.nanmean(jnp.where(carry.failed, jnp.nan, carry.state.loss)),
-            "best_conf": jnp.nanmax(conf[-1]) if conf is not None else jnp.nan,
+            "best_conf": jnp.nanmax(conf[last]) if conf is not None else jnp.nan,
             "failed": jnp.sum(carry.failed), "all_stopped": jnp.all(stopped)}
 
 
@@ -337,7 +351,7 @@ class _Run:
         """Restore the newest intact checkpoint, padded and placed for this mesh."""
         n = self.plan.layout.n
         info = jax.eval_shape(lambda *a: self.plan.call_fn(1, True)(*a)[1], *self.args,
-                              carry, self.env, jnp.int32(0))
+                              carry, self.env, jnp.int32(0), jnp.int32(1))
         like = jax.tree.map(lambda a: jax.ShapeDtypeStruct((n, *a.shape[1:]), a.dtype), carry)
         got = ckpt.restore(like, jax.tree.structure(info))  # shapes only: no copy to host
         if got is None:
@@ -348,28 +362,35 @@ class _Run:
                   file=sys.stderr)
         return put(_pad(host, self.plan.n), self.shard), t, infos
 
-    def call(self, length: int, carry, t0: int):
-        if length not in self.compiled:
+    def call(self, length: int, size: int, carry, t0: int):
+        """Run ``length`` steps from ``t0`` by the program of ``size`` steps (rolled scans:
+        one program for every remainder; unrolled: one per length)."""
+        size = length if self.unrolled else size
+        if size not in self.compiled:
             c0 = time.perf_counter()
             with winograd(winograd_setting()):  # unset: "auto" in the chains' steps
-                lowered = self.plan.call_fn(length, self.unrolled).lower(
-                    *self.args, carry, self.env, jnp.int32(t0))
-            self.compiled[length] = lowered.compile(self.options)
+                lowered = self.plan.call_fn(size, self.unrolled).lower(
+                    *self.args, carry, self.env, jnp.int32(t0), jnp.int32(t0 + length))
+            self.compiled[size] = lowered.compile(self.options)
             self.compile_s += time.perf_counter() - c0
-        return self.compiled[length](*self.args, carry, self.env, jnp.int32(t0))
+        return self.compiled[size](*self.args, carry, self.env, jnp.int32(t0),
+                                   jnp.int32(t0 + length))
 
     def loop(self, carry, t, steps, segment, ckpt, infos, bar):
         """Segments of calls dispatched without a host sync; one sync per segment."""
         n = self.plan.layout.n
         per_call = self.plan.unroll or segment
         while t < steps:
-            length, seg = min(segment, steps - t), []
+            length, seg, lengths = min(segment, steps - t), [], []
             for start in range(0, length, per_call):
-                carry, info = self.call(min(per_call, length - start), carry, t + start)
+                lengths.append(min(per_call, length - start))
+                carry, info = self.call(lengths[-1], per_call, carry, t + start)
                 seg.append(info)
             t += length
-            s = jax.device_get(_summary(carry, seg[-1]))
-            infos.append(jax.tree.map(lambda *a: np.concatenate(a)[:, :n], *to_host(seg)))
+            s = jax.device_get(_summary(carry, seg[-1], lengths[-1] - 1))  # its last step
+            infos.append(jax.tree.map(lambda *a: np.concatenate(a)[:, :n], *[
+                jax.tree.map(lambda a, k=k: a[:k], h)
+                for h, k in zip(to_host(seg), lengths, strict=True)]))
             if ckpt is not None:
                 ckpt.save(t, jax.tree.map(lambda a: a[:n], to_host(carry)), infos[-1])
             if bar is not None:
