@@ -9,8 +9,8 @@ otherwise placed once per device and indexed per chain (never copied into ``Stat
 (fully unrolled only when ``unroll`` is given: 8 unrolled steps compiled 1.4-2.7x longer and
 ran no faster, ``benchmarks/chains.py`` and ``gan.py``); on GPU/TPU one ``scan`` per
 segment. A rolled scan's program serves every call of up to its length (steps past the call's
-end pass the carry through), so a segment that is not a multiple of 8 compiles one program,
-not two. Calls are dispatched asynchronously; the host syncs once per segment (progress
+end pass the carry through), so on CPU a segment that is not a multiple of 8 compiles one
+program, not two. Calls are dispatched asynchronously; the host syncs once per segment (progress
 bar, early stop, orbax checkpoint). Compiled calls are cached per (kernel, shapes, mesh,
 options), and :func:`enable_compilation_cache` turns on JAX's persistent cache across
 processes.
@@ -152,10 +152,11 @@ class _Plan:
             self.spec, self.spec, self.spec, self.tspec, P(), P()), out_specs=self.spec,
             check_vma=False))
 
-    def call_fn(self, length: int, scan_unroll: bool):
-        """``length`` steps from ``t0``; a rolled scan runs only the steps before ``t_end``
-        (the rest pass the carry through, their infos zero), so one program serves every
-        call of up to ``length`` steps."""
+    def call_fn(self, length: int, scan_unroll: bool, masked: bool = False):
+        """``length`` steps from ``t0``; ``masked``, only the steps before ``t_end`` run (the
+        rest pass the carry through, their infos zero), so one program serves every call of
+        up to ``length`` steps. A ``cond`` per step: used on CPU only, since XLA:GPU reads a
+        conditional's predicate on the host."""
 
         def local(keys, ti, hi, targets, sweep, carry, env, t0, t_end):
             def one(k, i, h, tg, c, t):
@@ -172,7 +173,7 @@ class _Plan:
                                  keys, ti, hi, tg, carry)
 
             def body(carry, t):
-                if scan_unroll:
+                if not masked:
                     return step(carry, t)
                 info = jax.eval_shape(step, carry, t)[1]
                 skip = lambda c, t: (c, jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype),
@@ -363,13 +364,15 @@ class _Run:
         return put(_pad(host, self.plan.n), self.shard), t, infos
 
     def call(self, length: int, size: int, carry, t0: int):
-        """Run ``length`` steps from ``t0`` by the program of ``size`` steps (rolled scans:
-        one program for every remainder; unrolled: one per length)."""
-        size = length if self.unrolled else size
+        """Run ``length`` steps from ``t0`` by the program of ``size`` steps (CPU's rolled
+        scans: one program for every remainder; else one per length)."""
+        masked = not self.unrolled and self.plan.unroll is not None
+        size = size if masked else length
         if size not in self.compiled:
+            jax.block_until_ready(carry)  # compile_s must not overlap running calls
             c0 = time.perf_counter()
             with winograd(winograd_setting()):  # unset: "auto" in the chains' steps
-                lowered = self.plan.call_fn(size, self.unrolled).lower(
+                lowered = self.plan.call_fn(size, self.unrolled, masked).lower(
                     *self.args, carry, self.env, jnp.int32(t0), jnp.int32(t0 + length))
             self.compiled[size] = lowered.compile(self.options)
             self.compile_s += time.perf_counter() - c0
