@@ -327,6 +327,7 @@ class _Run:
     def __init__(self, plan: _Plan, compiled: dict, unrolled: bool, options: dict | None):
         self.plan, self.compiled, self.unrolled = plan, compiled, unrolled
         self.options = options
+        self.masked = not unrolled and plan.unroll is not None  # CPU: one rolled program
         self.compile_s = 0.0
         self.shard = NamedSharding(plan.mesh, plan.spec)
 
@@ -366,13 +367,12 @@ class _Run:
     def call(self, length: int, size: int, carry, t0: int):
         """Run ``length`` steps from ``t0`` by the program of ``size`` steps (CPU's rolled
         scans: one program for every remainder; else one per length)."""
-        masked = not self.unrolled and self.plan.unroll is not None
-        size = size if masked else length
+        size = size if self.masked else length
         if size not in self.compiled:
             jax.block_until_ready(carry)  # compile_s must not overlap running calls
             c0 = time.perf_counter()
             with winograd(winograd_setting()):  # unset: "auto" in the chains' steps
-                lowered = self.plan.call_fn(size, self.unrolled, masked).lower(
+                lowered = self.plan.call_fn(size, self.unrolled, self.masked).lower(
                     *self.args, carry, self.env, jnp.int32(t0), jnp.int32(t0 + length))
             self.compiled[size] = lowered.compile(self.options)
             self.compile_s += time.perf_counter() - c0

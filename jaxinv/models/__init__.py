@@ -176,19 +176,31 @@ class Classifier(NamedTuple):
         if not np.isfinite(x).all():
             raise ValueError(f"{describe(self.meta)}: input images hold "
                              f"{int((~np.isfinite(x)).sum())} non-finite pixel values (NaN/inf)")
-        n = len(x)
-        if n > batch and n % batch:  # pad the last chunk: one compiled shape
-            x = np.concatenate([x, np.zeros((batch - n % batch, *x.shape[1:]), x.dtype)])
-        outs = jax.device_get([_apply(self.module, self.variables, x[i:i + batch])
-                               for i in range(0, max(len(x), 1), batch)])  # one host sync
-        logits, features = (np.concatenate(o)[:n] for o in zip(*outs, strict=True))
+        outs = in_batches(lambda xb: _apply(self.module, self.variables, xb), x, batch)
+        logits, features = (np.concatenate(o)[:len(x)] for o in zip(*outs, strict=True))
         check_finite("logits", logits, describe(self.meta))
         check_finite("features", features, describe(self.meta))
         return logits, features
 
 
+def in_batches(fn: Callable[[np.ndarray], Any], x: np.ndarray, batch: int) -> list:
+    """``fn`` on ``x`` in chunks of ``batch`` rows, the last one zero-padded (one compiled
+    shape); all dispatched, then fetched with one host sync. Returns the host outputs per
+    chunk: the caller concatenates them and drops the padded rows past ``len(x)``.
+
+    Example:
+        >>> outs = in_batches(lambda xb: jax.numpy.asarray(xb) * 2, np.ones((5, 3)), 2)
+        >>> len(outs), float(np.concatenate(outs)[:5].sum())
+        (3, 30.0)
+    """
+    n = len(x)
+    if n > batch and n % batch:
+        x = np.concatenate([x, np.zeros((batch - n % batch, *x.shape[1:]), x.dtype)])
+    return jax.device_get([fn(x[i:i + batch]) for i in range(0, max(len(x), 1), batch)])
+
+
 __all__ = [
     "ACTIVATIONS", "ARCHS", "MLP", "VGG", "Classifier", "Conv", "LeNet", "ResNet",
     "SoftmaxRegression", "apply_features", "apply_logits", "check_finite", "check_input",
-    "conv2d_same", "create", "describe", "init_variables", "max_pool_2x2",
+    "conv2d_same", "create", "describe", "in_batches", "init_variables", "max_pool_2x2",
 ]

@@ -29,7 +29,7 @@ from jaxinv.membership import metrics as R
 from jaxinv.membership import rmia as RM
 from jaxinv.membership import shokri as SH
 from jaxinv.membership.scores import logit_confidence, neg_loss, softmax
-from jaxinv.models import apply_logits, create
+from jaxinv.models import apply_logits, create, in_batches
 from jaxinv.training import defenses
 from jaxinv.training.many import fit_many
 
@@ -81,12 +81,7 @@ def stacked_logits(module: Any, variables: Any, x: np.ndarray, batch: int = 512)
         (2, 5, 3)
     """
     f = jax.jit(jax.vmap(apply_logits(module), in_axes=(0, None)))
-    n = len(x)
-    if n > batch and n % batch:  # pad the last chunk: one compiled shape
-        x = np.concatenate([x, np.zeros((batch - n % batch, *x.shape[1:]), x.dtype)])
-    outs = jax.device_get([f(variables, x[i:i + batch])  # dispatched, then one host sync
-                           for i in range(0, len(x), batch)])
-    return np.concatenate(outs, axis=1)[:, :n]
+    return np.concatenate(in_batches(lambda xb: f(variables, xb), x, batch), axis=1)[:, :len(x)]
 
 
 FLOOR = 1e-6  # released probabilities are floored here before the log (rounding gives 0)
