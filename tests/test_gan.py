@@ -144,13 +144,19 @@ def test_train_gan_cli(tmp_path, capsys):
 
 
 def test_critic_im2col_on_cpu_equals_nn_conv_elsewhere(monkeypatch):
+    """Values and input gradients: CPU im2col (first layer by one convolution), GMI's
+    per-image score (slices), ``nn.Conv`` on other backends."""
     import jaxinv.models.gan as gan_module
     x = jax.random.uniform(jax.random.key(0), (4, 28, 28, 1))
     critic = gan_module.Critic(width=8)
     v = critic.init(jax.random.key(1), x)
-    on_cpu = critic.apply(v, x)
+    input_grad = jax.grad(lambda x: critic.apply(v, x).sum())  # the gradient penalty's
+    on_cpu, grad_cpu = critic.apply(v, x), input_grad(x)
+    one = gan_module.critic_fn(critic)  # GMI's per-image score: slices, not one convolution
+    np.testing.assert_allclose(jax.vmap(one, (None, 0))(v, x), on_cpu, rtol=1e-5, atol=1e-6)
     monkeypatch.setattr(gan_module.jax, "default_backend", lambda: "gpu")
     v_other = critic.init(jax.random.key(1), x)  # nn.Conv: same names, shapes and init
     for a, b in zip(jax.tree.leaves(v), jax.tree.leaves(v_other), strict=True):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_allclose(critic.apply(v, x), on_cpu, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(input_grad(x), grad_cpu, rtol=1e-4, atol=1e-6)

@@ -523,11 +523,12 @@ def lax_conv(x, k, stride, padding):
                                         precision=jax.lax.Precision.HIGHEST)
 
 
-@pytest.mark.parametrize("s2d", [False, True], ids=["patches", "space_to_depth"])
+@pytest.mark.parametrize("method", ["patches", "space_to_depth", "conv_patches"])
 @pytest.mark.parametrize("xs,ks,stride,padding", CONV_CASES)
-def test_conv2d_patches_matches_lax_conv_to_second_order(xs, ks, stride, padding, s2d):
-    if s2d and stride == 1:
+def test_conv2d_patches_matches_lax_conv_to_second_order(xs, ks, stride, padding, method):
+    if method == "space_to_depth" and stride == 1:
         pytest.skip("space_to_depth applies to strided convolutions")
+    option = {} if method == "patches" else {method: True}
     kx, kk, kt = jax.random.split(jax.random.key(sum(xs) + stride), 3)
     x = jax.random.uniform(kx, xs)
     k = jax.random.normal(kk, ks)
@@ -545,7 +546,7 @@ def test_conv2d_patches_matches_lax_conv_to_second_order(xs, ks, stride, padding
         return conv(x, k), first, jax.grad(match)(x)
 
     y, first, second = derivatives(
-        lambda x, k: conv2d_patches(x, k, stride, padding, space_to_depth=s2d), x, k)
+        lambda x, k: conv2d_patches(x, k, stride, padding, **option), x, k)
     y_r, first_r, second_r = derivatives(lambda x, k: lax_conv(x, k, stride, padding), x, k)
     assert y.shape == y_r.shape
     np.testing.assert_allclose(y, y_r, rtol=1e-4, atol=1e-5)
