@@ -349,9 +349,10 @@ def conv2d_patches(x: jax.Array, kernel: jax.Array, stride: int = 1,
     wo = (x.shape[2] + left + r - kw) // stride + 1
     if space_to_depth and stride > 1:
         return _patches_s2d(x, kernel, stride, (t, left), (ho, wo))
-    if conv_patches:  # columns ordered (Cin, kh, kw)
+    if conv_patches:  # columns ordered (Cin, kh, kw); exact copies on every backend
         cols = lax.conv_general_dilated_patches(x, (kh, kw), (stride, stride),
-                                                ((t, b), (left, r)), dimension_numbers=_DN)
+                                                ((t, b), (left, r)), dimension_numbers=_DN,
+                                                precision=lax.Precision.HIGHEST)
         return cols @ kernel.transpose(2, 0, 1, 3).reshape(ci * kh * kw, co)
     xp = jnp.pad(x, ((0, 0), (t, b), (left, r), (0, 0)))
     cols = jnp.concatenate([xp[:, i:i + stride * (ho - 1) + 1:stride,
