@@ -7,6 +7,12 @@ import jax
 jax.config.update("jax_cpu_collectives_implementation", "gloo")
 jax.distributed.initialize(f"127.0.0.1:{sys.argv[1]}", num_processes=2,
                            process_id=int(sys.argv[2]))
+# The first collective forms gloo's context, whose key exchange gives up after 30 s: do it
+# while both processes are in step (initialize returns in both together), not at the first
+# checkpoint, which a loaded machine can delay in one process by more than that.
+from jax.experimental import multihost_utils  # noqa: E402
+
+multihost_utils.sync_global_devices("jaxinv multihost_job start")
 
 import numpy as np  # noqa: E402
 
