@@ -37,6 +37,7 @@ import numpy as np
 import optax
 
 from jaxinv import data
+from jaxinv.core.compiler import jit
 from jaxinv.evaluation.results import versions
 from jaxinv.models import create, init_variables
 from jaxinv.training.dp import _microbatch, auto_microbatch, private_grad
@@ -67,7 +68,7 @@ def jax_steps(module, variables, lr: float, clip: float, sigma: float, microbatc
 
     plain = make_step(loss, tx)
     plain_step = lambda state, x, y, key: plain(state, (x, y), jnp.ones(len(x)), key)[0]
-    return init_state(variables, tx), jax.jit(dp), jax.jit(plain_step)
+    return init_state(variables, tx), jit(dp), jit(plain_step)
 
 
 def torch_twin(torch, variables, shape, k: int):

@@ -10,6 +10,7 @@ import pytest
 
 from jaxinv import data
 from jaxinv.cli import main
+from jaxinv.core.compiler import compiler_options
 from jaxinv.models.gan import Generator, critic_fn, decoder, pixel_shuffle, random_gan
 from jaxinv.training.gan import load_gan, make_iteration, public_images, train_gan
 from jaxinv.training.step import init_state
@@ -27,7 +28,7 @@ def test_iteration_is_pure_and_trains_both_networks(public):
     it, tx = make_iteration(gan.generator, gan.critic, batch_size=8, n_critic=3, gp=10.0,
                             lr=1e-3, b1=0.5, b2=0.999, z_dim=100)
     g, d = init_state(gan.variables["G"], tx), init_state(gan.variables["D"], tx)
-    f = jax.jit(it)
+    f = jax.jit(it, compiler_options=compiler_options())  # the steps' XLA options
     a = f(g, d, jnp.asarray(public), jax.random.key(1))
     b = f(g, d, jnp.asarray(public), jax.random.key(1))
     for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):

@@ -34,6 +34,7 @@ from jax.sharding import PartitionSpec as P
 
 from jaxinv.core import chains as C
 from jaxinv.core.checkpoint import RunCheckpoint
+from jaxinv.core.compiler import compiler_options
 from jaxinv.core.protocol import Attack, PyTree
 from jaxinv.models.layers import winograd, winograd_setting
 
@@ -82,7 +83,8 @@ def compile_once(fn: Any, *args: Any) -> Any:
     if any(isinstance(a, jax.core.Tracer) for a in jax.tree.leaves(args)):
         return fn
     cpu = jax.default_backend() == "cpu"
-    return fn.lower(*args).compile({"xla_backend_optimization_level": 0} if cpu else None)
+    return fn.lower(*args).compile(
+        compiler_options({"xla_backend_optimization_level": 0} if cpu else None))
 
 
 def to_host(tree: PyTree) -> PyTree:
@@ -250,7 +252,8 @@ def run_chains(
       mesh: a 1-D device mesh (:func:`make_mesh`); default: all devices.
       config: settings the kernel does not record itself (a model path...), added to the
         run fingerprint.
-      compile_options: XLA options for compiling the step, e.g.
+      compile_options: XLA options for compiling the step, on top of (and overriding)
+        :func:`jaxinv.core.compiler.compiler_options`, e.g.
         ``{"xla_backend_optimization_level": 1}``: on XLA:CPU iDLG's L-BFGS step ran 1.4x
         faster with it and compiled a little faster, where MI-Face ran as fast and IG and
         NES ran 1.2-1.3x slower (``benchmarks/gradient_leakage.py --opt-level``).
@@ -374,7 +377,7 @@ class _Run:
             with winograd(winograd_setting()):  # unset: "auto" in the chains' steps
                 lowered = self.plan.call_fn(size, self.unrolled, self.masked).lower(
                     *self.args, carry, self.env, jnp.int32(t0), jnp.int32(t0 + length))
-            self.compiled[size] = lowered.compile(self.options)
+            self.compiled[size] = lowered.compile(compiler_options(self.options))
             self.compile_s += time.perf_counter() - c0
         return self.compiled[size](*self.args, carry, self.env, jnp.int32(t0),
                                    jnp.int32(t0 + length))

@@ -28,6 +28,7 @@ import numpy as np
 import optax
 
 from jaxinv import data
+from jaxinv.core.compiler import jit
 from jaxinv.evaluation import results
 from jaxinv.models import Classifier, check_finite, create, describe, init_variables
 from jaxinv.training import defenses
@@ -81,7 +82,7 @@ def _step_fn(loss_at, tx, aux=None):
                          jax.random.fold_in(key, i))
         return state, sums + jnp.stack([m["loss"], m["acc"]])
 
-    jitted = jax.jit(step, donate_argnums=(0, 1))
+    jitted = jit(step, donate_argnums=(0, 1))
     return lambda *args: jitted(*args, aux)
 
 
@@ -113,7 +114,7 @@ def _dp_step_fn(loss_at, tx, dp, n: int, aux=None):
         live = jnp.maximum(w.sum(), 1.0)
         return new, sums + jnp.stack([(losses * w).sum() / live, (m["acc"] * w).sum() / live])
 
-    jitted = jax.jit(step, donate_argnums=(0, 1))
+    jitted = jit(step, donate_argnums=(0, 1))
     return lambda *args: jitted(*args, aux)
 
 

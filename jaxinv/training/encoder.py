@@ -48,6 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxinv.core.compiler import jit
 from jaxinv.evaluation import results
 from jaxinv.models import apply_features
 from jaxinv.models.encoder import Encoder, PredictionEncoder, log_input, random_encoder
@@ -223,7 +224,7 @@ def _jit_step(step, n_syn: int, n_pub: int, batch_size: int):
         state, m = step(state, (v, z, x, syn, *frozen), ones, kl)
         return state, sums + jnp.stack([m[k] for k in METRICS])
 
-    return jax.jit(one, donate_argnums=(0, 1))
+    return jit(one, donate_argnums=(0, 1))
 
 
 def _read_curve(workdir: Path, start: int) -> dict[str, list]:

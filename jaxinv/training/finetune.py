@@ -60,6 +60,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxinv.core.compiler import jit
 from jaxinv.evaluation import results
 from jaxinv.models import Classifier, apply_logits
 from jaxinv.models.gan import GAN
@@ -417,7 +418,7 @@ def _jitted_step(generator, critic, module, classes, z_dim, batch_size, lr, anch
         entropy_weight=entropy_weight, diversity_weight=diversity_weight,
         realism_weight=realism_weight, anchor_weight=anchor_weight, ngd=ngd, damping=damping,
         fisher_decay=fisher_decay, momentum=momentum)
-    return jax.jit(step), tx
+    return jit(step), tx
 
 
 def _check(gan: GAN, target: Classifier, classes: Sequence[int]) -> list[int]:

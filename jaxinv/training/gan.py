@@ -30,6 +30,7 @@ import optax
 
 from jaxinv import data
 from jaxinv.core import rng
+from jaxinv.core.compiler import jit
 from jaxinv.evaluation import results
 from jaxinv.models.gan import GAN, Z_DIM, Critic, Generator, random_gan
 from jaxinv.training.artifacts import close_loop, load_artifact, save_artifact, save_checkpoint
@@ -119,14 +120,14 @@ def make_iteration(generator: Generator, critic: Critic, *, batch_size: int, n_c
     g_step = make_step(generator_loss(generator, critic), tx)
     ones = jnp.ones(batch_size)
 
-    @jax.jit
+    @jit
     def critic_step(d_state, g_vars, x_public, key):
         k_idx, k_z, k_mix = jax.random.split(key, 3)
         idx = jax.random.randint(k_idx, (batch_size,), 0, x_public.shape[0])
         z = jax.random.normal(k_z, (batch_size, z_dim))
         return d_step(d_state, (x_public[idx], z, g_vars), ones, k_mix)
 
-    @jax.jit
+    @jit
     def generator_step(g_state, d_vars, key):
         z = jax.random.normal(jax.random.fold_in(key, n_critic), (batch_size, z_dim))
         return g_step(g_state, (z, d_vars), ones, key)

@@ -23,6 +23,7 @@ import numpy as np
 import optax
 
 from jaxinv.core import rng
+from jaxinv.core.compiler import jit
 from jaxinv.models import init_variables
 from jaxinv.training import defenses
 from jaxinv.training.step import init_state, make_step, variables_of
@@ -136,7 +137,7 @@ def fit_many(module: Any, x: np.ndarray, y: np.ndarray, *, seeds: list[int],
         raise ValueError("fit_many: DP-SGD needs per-example gradients; this module keeps "
                          "state across examples (batch norm): choose another arch")
 
-    @partial(jax.jit, donate_argnums=(0,))
+    @partial(jit, donate_argnums=(0,))
     def step(states, xd, yd, idx, w, i, epoch):
         ks = jax.vmap(lambda k: jax.random.fold_in(jax.random.fold_in(k, epoch), i))(keys)
         if distill:

@@ -1,0 +1,83 @@
+"""The XLA options jaxinv compiles its programs with, chosen by backend.
+
+On XLA:CPU, fusions are emitted by XLA's classic LLVM-IR emitters instead of its MLIR ones
+(``xla_cpu_use_fusion_emitters=false``): the same operations (rounded differently in the
+last bits), compiled in about half the
+time, and steps ran as fast (``benchmarks/emitters.py``). ``run_chains`` compiles every step
+and initialisation with them, and the training loops use :func:`jit` (the TLDR inverters
+keep XLA's options: their members by ``vmap`` stay bitwise equal to lone runs). Every other
+backend compiles with XLA's defaults. A jaxlib whose XLA no longer knows the flag gets its
+defaults too (checked once per process), and so does every program when the environment
+variable ``JAXINV_XLA_DEFAULTS=1`` is set (to compare, or to rule jaxinv's choice out).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from functools import cache
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+CPU_OPTIONS: dict[str, Any] = {"xla_cpu_use_fusion_emitters": False}
+
+
+def compiler_options(extra: dict | None = None) -> dict | None:
+    """XLA compile options for a program on the default backend, ``extra`` on top (it
+    overrides); ``None`` when there are none. Pass to ``Lowered.compile`` (or use :func:`jit`:
+    ``jax.jit(compiler_options=...)`` fails when called inside another jit).
+
+    Example:
+        >>> opts = compiler_options({"xla_backend_optimization_level": 1})
+        >>> opts["xla_backend_optimization_level"]
+        1
+        >>> jax.jit(lambda x: x + 1, compiler_options=compiler_options())(1.0).item()
+        2.0
+    """
+    cpu = jax.default_backend() == "cpu" and os.environ.get("JAXINV_XLA_DEFAULTS") != "1"
+    opts = dict(_cpu_options()) if cpu else {}
+    opts.update(extra or {})
+    return opts or None
+
+
+def jit(fn: Callable, **kwargs: Any) -> Callable:
+    """``jax.jit(fn, **kwargs)`` compiled with :func:`compiler_options` when called at top
+    level; inside another trace (``jax.jit``, ``vmap``...), where JAX takes no compile
+    options, it is the plain ``jax.jit(fn, **kwargs)`` and the outer program's options apply.
+
+    Example:
+        >>> f = jit(lambda x: 2 * x)
+        >>> f(1.0).item(), jax.jit(lambda x: f(x) + 1)(1.0).item()
+        (2.0, 3.0)
+    """
+    plain = jax.jit(fn, **kwargs)
+    opts = compiler_options()
+    if opts is None:
+        return plain
+    tuned = jax.jit(fn, compiler_options=opts, **kwargs)
+
+    @functools.wraps(fn)
+    def call(*args, **kw):
+        if any(isinstance(a, jax.core.Tracer) for a in jax.tree.leaves((args, kw))):
+            return plain(*args, **kw)
+        try:
+            return tuned(*args, **kw)
+        except ValueError as e:  # traced with constant arguments only
+            if "top-level" not in str(e):
+                raise
+            return plain(*args, **kw)
+
+    return call
+
+
+@cache
+def _cpu_options() -> dict:
+    """:data:`CPU_OPTIONS` if this jaxlib's XLA:CPU accepts them, else none."""
+    try:
+        jax.jit(lambda x: x + 1).lower(jnp.zeros(1)).compile(CPU_OPTIONS)
+    except Exception:  # an XLA that dropped the flag: keep its defaults
+        return {}
+    return CPU_OPTIONS
