@@ -525,8 +525,10 @@ def test_members_by_vmap_equal_separate_runs(runs):
     assert both.members == 2 and alone.members == 1
     assert alone.meta["seeds"] == [1] and both.meta["seeds"] == [0, 1]
     # the 2-member run computes the TLDR terms for both (traced zero weights for member 1);
-    # the lone run skips them; still equal to float tolerance (bitwise on XLA:CPU today)
-    assert_trees_close(both.member(1), alone.member(0), atol=1e-6)
+    # the lone run skips them; equal up to rounding, which Adam turns into steps of up to lr
+    # (1e-3) where a gradient is near zero: bitwise on an AVX-512 CPU, 2.7e-4 apart on one
+    # without; a mixed-up member would be off by the initialisations' O(0.1)
+    assert_trees_close(both.member(1), alone.member(0), atol=2e-3)
     assert not np.allclose(jax.tree.leaves(both.member(0))[0],
                            jax.tree.leaves(both.member(1))[0])
     np.testing.assert_allclose(both.meta["last_metrics"][1]["loss"],

@@ -2,10 +2,10 @@
 
 On XLA:CPU, fusions are emitted by XLA's classic LLVM-IR emitters instead of its MLIR ones
 (``xla_cpu_use_fusion_emitters=false``): the same operations (rounded differently in the
-last bits), compiled in about half the
-time, and steps ran as fast (``benchmarks/emitters.py``). ``run_chains`` compiles every step
-and initialisation with them, and the training loops use :func:`jit` (the TLDR inverters
-keep XLA's options: their members by ``vmap`` stay bitwise equal to lone runs). Every other
+last bits), compiled in about half the time, and steps ran as fast
+(``benchmarks/emitters.py``). ``run_chains`` compiles every step and initialisation with
+them, and the training loops use :func:`jit`; the TLDR inverters keep XLA's options (a
+member trained by ``vmap`` beside others drifted further from a lone run). Every other
 backend compiles with XLA's defaults. A jaxlib whose XLA no longer knows the flag gets its
 defaults too (checked once per process), and so does every program when the environment
 variable ``JAXINV_XLA_DEFAULTS=1`` is set (to compare, or to rule jaxinv's choice out).
