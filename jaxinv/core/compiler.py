@@ -61,7 +61,7 @@ def jit(fn: Callable, **kwargs: Any) -> Callable:
 
     @functools.wraps(fn)
     def call(*args, **kw):
-        if any(isinstance(a, jax.core.Tracer) for a in jax.tree.leaves((args, kw))):
+        if traced((args, kw)):
             return plain(*args, **kw)
         try:
             return tuned(*args, **kw)
@@ -71,6 +71,18 @@ def jit(fn: Callable, **kwargs: Any) -> Callable:
             return plain(*args, **kw)
 
     return call
+
+
+def traced(tree: Any) -> bool:
+    """Whether any leaf of ``tree`` is a tracer (we are inside a JAX transformation).
+
+    Example:
+        >>> seen = []
+        >>> _ = jax.jit(lambda x: seen.append(traced(x)) or x)(1.0)
+        >>> traced(1.0), seen
+        (False, [True])
+    """
+    return any(isinstance(a, jax.core.Tracer) for a in jax.tree.leaves(tree))
 
 
 @cache

@@ -34,7 +34,7 @@ from jax.sharding import PartitionSpec as P
 
 from jaxinv.core import chains as C
 from jaxinv.core.checkpoint import RunCheckpoint
-from jaxinv.core.compiler import compiler_options
+from jaxinv.core.compiler import compiler_options, traced
 from jaxinv.core.protocol import Attack, PyTree
 from jaxinv.models.layers import winograd, winograd_setting
 
@@ -80,7 +80,7 @@ def compile_once(fn: Any, *args: Any) -> Any:
         >>> f(jnp.zeros(3)).tolist()
         [1.0, 1.0, 1.0]
     """
-    if any(isinstance(a, jax.core.Tracer) for a in jax.tree.leaves(args)):
+    if traced(args):
         return fn
     cpu = jax.default_backend() == "cpu"
     return fn.lower(*args).compile(
