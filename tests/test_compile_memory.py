@@ -46,7 +46,7 @@ def test_one_step_program_serves_every_remainder():
     driver._COMPILED.clear()
     res = run(segment=7)
     ((_, compiled),) = driver._COMPILED.values()
-    assert sorted(k for k in compiled if k != "init") == [8]
+    assert sorted(k for k in compiled if isinstance(k, int)) == [8]
     assert res.info.loss.shape[0] == 20 and np.isfinite(res.info.loss).all()
     for other in (run(segment=20), run(segment=7, unroll=7)):
         np.testing.assert_allclose(other.best_x, res.best_x, atol=1e-6)

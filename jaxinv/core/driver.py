@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
+from jax.extend.core import jaxpr_as_fun
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -177,10 +178,13 @@ class _Plan:
             def body(carry, t):
                 if not masked:
                     return step(carry, t)
-                info = jax.eval_shape(step, carry, t)[1]
+                # the step traced once (tracing is most of a first compile), replayed in cond
+                closed, shape = jax.make_jaxpr(step, return_shape=True)(carry, t)
+                tree = jax.tree.structure(shape)
+                run = lambda c, t: tree.unflatten(jaxpr_as_fun(closed)(*jax.tree.leaves((c, t))))
                 skip = lambda c, t: (c, jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype),
-                                                     info))
-                return jax.lax.cond(t < t_end, step, skip, carry, t)
+                                                     shape[1]))
+                return jax.lax.cond(t < t_end, run, skip, carry, t)
 
             ts = t0 + jnp.arange(length, dtype=jnp.int32)
             return jax.lax.scan(body, carry, ts, unroll=True if scan_unroll else 1)
@@ -300,7 +304,7 @@ def run_chains(
     if workdir:
         ckpt = RunCheckpoint(workdir, C.fingerprint(kernel0, layout=layout, targets=targets,
                                                     seed=seed, sweep=sweep, config=config))
-        carry, t, infos = run.resume(ckpt, carry, desc)
+        carry, t, infos = run.resume(ckpt, carry, desc, segment)
     run_tic, t0, c0 = time.perf_counter(), t, run.compile_s
     carry, t = run.loop(carry, t, steps, segment, ckpt, infos, _bar(progress, steps, t, desc))
     # steps only: compilation inside the loop (first call of each length) is not run time
@@ -331,7 +335,7 @@ class _Run:
         self.plan, self.compiled, self.unrolled = plan, compiled, unrolled
         self.options = options
         self.masked = not unrolled and plan.unroll is not None  # CPU: one rolled program
-        self.compile_s = 0.0
+        self.compile_s, self.traced = 0.0, {}
         self.shard = NamedSharding(plan.mesh, plan.spec)
 
     def start(self, seed, targets, sweep, env):
@@ -352,13 +356,15 @@ class _Run:
         C.check_init(to_host(carry.failed), plan.layout.n)
         return carry, to_host(carry.state.x)
 
-    def resume(self, ckpt: RunCheckpoint, carry, desc: str):
+    def resume(self, ckpt: RunCheckpoint, carry, desc: str, segment: int):
         """Restore the newest intact checkpoint, padded and placed for this mesh."""
         n = self.plan.layout.n
-        info = jax.eval_shape(lambda *a: self.plan.call_fn(1, True)(*a)[1], *self.args,
-                              carry, self.env, jnp.int32(0), jnp.int32(1))
+        if "info_tree" not in self.compiled:  # from the program the loop will compile
+            size = self.plan.unroll or segment
+            self.compiled["info_tree"] = jax.tree.structure(
+                self.program(size, carry, 0, size).out_info[1])
         like = jax.tree.map(lambda a: jax.ShapeDtypeStruct((n, *a.shape[1:]), a.dtype), carry)
-        got = ckpt.restore(like, jax.tree.structure(info))  # shapes only: no copy to host
+        got = ckpt.restore(like, self.compiled["info_tree"])  # shapes only: no copy to host
         if got is None:
             return carry, 0, []
         t, host, infos = got
@@ -373,14 +379,25 @@ class _Run:
         size = size if self.masked else length
         if size not in self.compiled:
             jax.block_until_ready(carry)  # compile_s must not overlap running calls
+            traced = self.program(size, carry, t0, length)
             c0 = time.perf_counter()
-            with winograd(winograd_setting()):  # unset: "auto" in the chains' steps
-                lowered = self.plan.call_fn(size, self.unrolled, self.masked).lower(
-                    *self.args, carry, self.env, jnp.int32(t0), jnp.int32(t0 + length))
+            with winograd(winograd_setting()):
+                lowered = traced.lower()
             self.compiled[size] = lowered.compile(compiler_options(self.options))
             self.compile_s += time.perf_counter() - c0
         return self.compiled[size](*self.args, carry, self.env, jnp.int32(t0),
                                    jnp.int32(t0 + length))
+
+    def program(self, size: int, carry, t0: int, length: int) -> jax.stages.Traced:
+        """The traced call program of ``size`` steps (tracing is counted in ``compile_s``),
+        traced once per run: ``resume`` reads its outputs' structure, ``call`` lowers it."""
+        if size not in self.traced:
+            c0 = time.perf_counter()
+            with winograd(winograd_setting()):  # unset: "auto" in the chains' steps
+                self.traced[size] = self.plan.call_fn(size, self.unrolled, self.masked).trace(
+                    *self.args, carry, self.env, jnp.int32(t0), jnp.int32(t0 + length))
+            self.compile_s += time.perf_counter() - c0
+        return self.traced[size]
 
     def loop(self, carry, t, steps, segment, ckpt, infos, bar):
         """Segments of calls dispatched without a host sync; one sync per segment."""
