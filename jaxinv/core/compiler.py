@@ -93,3 +93,33 @@ def _cpu_options() -> dict:
     except Exception:  # an XLA that dropped the flag: keep its defaults
         return {}
     return CPU_OPTIONS
+
+
+def compile_once(fn: Any, *args: Any) -> Any:
+    """``fn`` (jitted) compiled for ``args``, for a call made once per run (initialisation).
+    On XLA:CPU with LLVM's optimisation off: it compiles 3-5x faster (a CNN's init 2.6 s ->
+    0.5 s) and runs slower, which a one-off call does not feel; elsewhere as usual. Under a
+    transformation (traced ``args``, e.g. ``jax.eval_shape``) nothing is compiled: ``fn``.
+
+    Example:
+        >>> f = compile_once(jax.jit(lambda x: x + 1), jnp.zeros(3))
+        >>> f(jnp.zeros(3)).tolist()
+        [1.0, 1.0, 1.0]
+    """
+    if traced(args):
+        return fn
+    cpu = jax.default_backend() == "cpu"
+    return fn.lower(*args).compile(
+        compiler_options({"xla_backend_optimization_level": 0} if cpu else None))
+
+
+def init_once(fn: Callable, *args: Any) -> Any:
+    """``fn(*args)`` run once, compiled by :func:`compile_once` (Flax ``init``: eagerly, every
+    op compiles on its own; at XLA's default level, a GAN's init compiled for seconds).
+
+    Example:
+        >>> init_once(lambda k: jax.random.normal(k, (2,)), jax.random.key(0)).shape
+        (2,)
+    """
+    return compile_once(jax.jit(fn), *args)(*args)
+

@@ -35,7 +35,7 @@ from jax.sharding import PartitionSpec as P
 
 from jaxinv.core import chains as C
 from jaxinv.core.checkpoint import RunCheckpoint
-from jaxinv.core.compiler import compiler_options, traced
+from jaxinv.core.compiler import compile_once, compiler_options
 from jaxinv.core.protocol import Attack, PyTree
 from jaxinv.models.layers import winograd, winograd_setting
 
@@ -68,24 +68,6 @@ def enable_compilation_cache(path: str | Path | None = None) -> Path:
     jax.config.update("jax_compilation_cache_dir", str(path))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
     return path
-
-
-def compile_once(fn: Any, *args: Any) -> Any:
-    """``fn`` (jitted) compiled for ``args``, for a call made once per run (initialisation).
-    On XLA:CPU with LLVM's optimisation off: it compiles 3-5x faster (a CNN's init 2.6 s ->
-    0.5 s) and runs slower, which a one-off call does not feel; elsewhere as usual. Under a
-    transformation (traced ``args``, e.g. ``jax.eval_shape``) nothing is compiled: ``fn``.
-
-    Example:
-        >>> f = compile_once(jax.jit(lambda x: x + 1), jnp.zeros(3))
-        >>> f(jnp.zeros(3)).tolist()
-        [1.0, 1.0, 1.0]
-    """
-    if traced(args):
-        return fn
-    cpu = jax.default_backend() == "cpu"
-    return fn.lower(*args).compile(
-        compiler_options({"xla_backend_optimization_level": 0} if cpu else None))
 
 
 def to_host(tree: PyTree) -> PyTree:

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxinv.core.driver import compile_once
+from jaxinv.core.compiler import compile_once
 
 Apply = Callable[[Any, jax.Array], jax.Array]
 

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxinv.core.compiler import init_once
 from jaxinv.models.layers import Conv, PatchConv, max_pool_2x2
 
 ACTIVATIONS = {"relu": nn.relu, "sigmoid": nn.sigmoid, "tanh": jnp.tanh, "gelu": nn.gelu}
@@ -274,7 +275,4 @@ def init_variables(model: nn.Module, input_shape: Sequence[int], seed: int = 0) 
         >>> variables["params"]["Dense_0"]["kernel"].shape
         (64, 3000)
     """
-    from jaxinv.core.driver import compile_once
-
-    args = jax.random.key(seed), jnp.zeros((1, *input_shape), jnp.float32)
-    return compile_once(jax.jit(model.init), *args)(*args)  # eagerly: compiles op by op
+    return init_once(model.init, jax.random.key(seed), jnp.zeros((1, *input_shape), jnp.float32))

@@ -30,6 +30,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxinv.core.compiler import init_once
 from jaxinv.models.gan import Z_DIM, pixel_shuffle
 from jaxinv.models.layers import Conv
 
@@ -147,11 +148,10 @@ def init_generator(module: ConditionalGenerator, seed: int = 0, z_dim: int = Z_D
     """
     k = module.num_classes
 
-    @jax.jit
     def init(key):
         return module.init(key, jnp.zeros((1, z_dim)), jnp.zeros((1, k)), jnp.zeros((1, k, k)))
 
-    return init(jax.random.key(seed))
+    return init_once(init, jax.random.key(seed))
 
 
 __all__ = ["CONDITIONING", "ConditionalGenerator", "check_conditioning",

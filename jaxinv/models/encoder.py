@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxinv.core.compiler import init_once
 from jaxinv.models.gan import Z_DIM, pixel_shuffle
 from jaxinv.models.layers import Conv, max_pool_2x2
 
@@ -171,8 +172,7 @@ def random_encoder(num_classes: int, out_shape: Sequence[int], z_dim: int = Z_DI
                          f"got {num_classes}, {z_dim}, {width}, {pool}")
     out_shape = tuple(int(d) for d in out_shape)
     module = PredictionEncoder(out_shape, z_dim, kind, width, pool)
-    # one jitted init: eager Flax init compiles every op on its own (seconds on CPU)
-    variables = jax.jit(module.init)(jax.random.key(seed), jnp.zeros((1, num_classes)))
+    variables = init_once(module.init, jax.random.key(seed), jnp.zeros((1, num_classes)))
     meta = {"num_classes": int(num_classes), "out_shape": list(out_shape), "z_dim": z_dim,
             "kind": kind, "width": width, "pool": pool,
             "num_params": int(sum(np.size(p) for p in jax.tree.leaves(variables["params"])))}

@@ -25,6 +25,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxinv.core.compiler import init_once
 from jaxinv.models.layers import Conv, PatchConv
 
 Z_DIM = 100  # GMI, KED-MI and MIBench all use z in R^100
@@ -167,8 +168,8 @@ def random_gan(out_shape: Sequence[int], width: int = 32, z_dim: int = Z_DIM,
     critic_width = critic_width or width
     g, d = Generator(out_shape, width), Critic(critic_width)
     kg, kd = jax.random.split(jax.random.key(seed))
-    vg = jax.jit(g.init)(kg, jnp.zeros((1, z_dim)))  # jitted: eager init is slow
-    vd = jax.jit(d.init)(kd, jnp.zeros((1, *out_shape)))
+    vg = init_once(g.init, kg, jnp.zeros((1, z_dim)))
+    vd = init_once(d.init, kd, jnp.zeros((1, *out_shape)))
     meta = {"out_shape": list(out_shape), "z_dim": z_dim, "width": width,
             "critic_width": critic_width, "steps": 0}
     return GAN(g, d, {"G": vg, "D": vd}, meta)

@@ -34,6 +34,7 @@ import numpy as np
 import optax
 
 from jaxinv.attacks.inversion_losses import PRESETS, TERMS, Weights, inversion_losses
+from jaxinv.core.compiler import init_once
 from jaxinv.evaluation import results
 from jaxinv.models import Classifier
 from jaxinv.models.conditional import (
@@ -95,7 +96,7 @@ def random_inverter(out_shape: Sequence[int], num_classes: int, members: int = 1
                                           jnp.zeros((1, k)), jnp.zeros((1, k, k))))
     meta = {**cfg, "out_shape": list(out_shape), "num_classes": num_classes,
             "seeds": list(range(members)), "weights": [Weights()._asdict()] * members}
-    return Inverter(module, jax.jit(init)(keys), meta)
+    return Inverter(module, init_once(init, keys), meta)
 
 
 def _module(out_shape, num_classes, cfg) -> ConditionalGenerator:
@@ -234,7 +235,7 @@ def train_inverter(target: Classifier, workdir: str | Path, *,
     config = json.loads(json.dumps({
         **cfg, "seeds": seeds, "weights": [w._asdict() for w in ws], "out_shape": list(shape),
         "num_classes": k, "target_digest": target_digest(target)}, allow_nan=False))
-    ckpt = {"g": jax.jit(init)(jnp.asarray(seeds)), "step": jnp.zeros((), jnp.int32)}
+    ckpt = {"g": init_once(init, jnp.asarray(seeds)), "step": jnp.zeros((), jnp.int32)}
     workdir = Path(workdir).absolute()
     mngr, ckpt = _open(workdir, config, ckpt, "inverter" if progress else None,
                        keys=tuple(config))
