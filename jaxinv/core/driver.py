@@ -10,10 +10,11 @@ otherwise placed once per device and indexed per chain (never copied into ``Stat
 ran no faster, ``benchmarks/chains.py`` and ``gan.py``); on GPU/TPU one ``scan`` per
 segment. A rolled scan's program serves every call of up to its length (steps past the call's
 end pass the carry through), so on CPU a segment that is not a multiple of 8 compiles one
-program, not two. Calls are dispatched asynchronously; the host syncs once per segment (progress
-bar, early stop, orbax checkpoint). Compiled calls are cached per (kernel, shapes, mesh,
-options), and :func:`enable_compilation_cache` turns on JAX's persistent cache across
-processes.
+program, not two; its step is traced once per run (replayed as a jaxpr in the scan's
+``cond``), since tracing is much of a first compile. Calls are dispatched asynchronously;
+the host syncs once per segment (progress bar, early stop, orbax checkpoint). Compiled
+calls are cached per (kernel, shapes, mesh, options), and :func:`enable_compilation_cache`
+turns on JAX's persistent cache across processes.
 """
 
 from __future__ import annotations
