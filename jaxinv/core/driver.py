@@ -364,9 +364,7 @@ class _Run:
             jax.block_until_ready(carry)  # compile_s must not overlap running calls
             traced = self.program(size, carry, t0, length)
             c0 = time.perf_counter()
-            with winograd(winograd_setting()):
-                lowered = traced.lower()
-            self.compiled[size] = lowered.compile(compiler_options(self.options))
+            self.compiled[size] = traced.lower().compile(compiler_options(self.options))
             self.compile_s += time.perf_counter() - c0
         return self.compiled[size](*self.args, carry, self.env, jnp.int32(t0),
                                    jnp.int32(t0 + length))
